@@ -1,0 +1,1 @@
+"""Hermes: semi-supervised dual-threshold contrastive learning for ultrasound classification and segmentation."""

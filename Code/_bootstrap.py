@@ -1,0 +1,7 @@
+"""Put the repository root on ``sys.path`` so that ``python Code/<script>.py`` can ``import Code...``."""
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
