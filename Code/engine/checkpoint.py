@@ -1,0 +1,71 @@
+"""Checkpoints: atomic writes, loading with or without DDP / torch.compile prefixes, rebuilding the model."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Tuple, Union
+
+import torch
+
+from Code.errors import UserError
+
+_PREFIXES = ("module.", "_orig_mod.")
+
+
+def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed, then renamed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def clean_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """Strip the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from parameter names."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix):], True
+        cleaned[key.replace("._orig_mod.", ".").replace(".module.", ".")] = value
+    return cleaned
+
+
+def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint written by the trainer; a one-line error if it is missing or not a Hermes checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises many kinds for a damaged file
+        raise UserError(f"cannot read checkpoint {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
+    if not isinstance(state, dict) or "model" not in state or "config" not in state:
+        raise UserError(f"{path} is not a Hermes checkpoint (no 'model' and 'config' entries)")
+    state["model"] = clean_state_dict(state["model"])
+    return state
+
+
+def load_model_from_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
+    """Rebuild the network of a checkpoint (from its saved config), load its weights, return ``(model.eval(), config)``."""
+    from Code.engine.builders import build_model
+
+    state = load_checkpoint(path, map_location="cpu")
+    config = state["config"]
+    model_config = dict(config["model"], encoder_weights=None)  # the weights come from the checkpoint
+    model = build_model(dict(config, model=model_config))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), config

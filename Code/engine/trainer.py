@@ -1,0 +1,276 @@
+"""The training loop shared by ``seg_train.py`` and ``cls_train.py`` (DESIGN §4).
+
+The unlabeled stream drives the iterations; the labeled stream is re-iterated with fresh augmentations. Loss terms
+are summed on the device and read back only every ``log.every`` steps, which is also when non-finite losses are
+detected. Every ``eval.every`` steps (and after the last one) the test part is evaluated, ``metrics.csv`` gets a row
+and ``checkpoints/latest.pt`` (plus ``best.pt`` on improvement) is written atomically.
+"""
+from __future__ import annotations
+
+import json
+import math
+import random
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from tqdm import tqdm
+
+from Code.engine import evaluation
+from Code.engine.builders import build_model, build_optimizers
+from Code.engine.checkpoint import clean_state_dict, save_checkpoint
+from Code.engine.data import build_eval_loader, build_streams, resolve_split
+from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
+from Code.engine.logging import RunLogger, ScalarWindow
+from Code.engine.step import StepContext, train_step
+from Code.errors import UserError
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2 ** 32))
+    torch.manual_seed(seed)
+
+
+def rng_state() -> Dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def amp_dtype(config: Dict[str, Any], device: torch.device) -> Optional[torch.dtype]:
+    """bf16 where the GPU supports it, else fp16; ``None`` (full precision) on CPU or with ``train.amp: false``."""
+    if device.type != "cuda" or not config["train"]["amp"]:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _to_device(batch, device: torch.device, channels_last: bool):
+    out = []
+    for item in batch:
+        item = item.to(device, non_blocking=True)
+        if channels_last and item.dim() == 4:
+            item = item.contiguous(memory_format=torch.channels_last)
+        out.append(item)
+    return out
+
+
+class Trainer:
+    """Owns the model, optimisers, streams, memory banks and run outputs of one run."""
+
+    def __init__(self, config: Dict[str, Any], run_dir: Path, device: torch.device, dist: DistInfo = DistInfo()):
+        self.config, self.run_dir, self.device, self.dist = config, Path(run_dir), device, dist
+        train = config["train"]
+        seed_everything(config["seed"] + dist.rank)
+        if train["deterministic"]:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.split, self.labels = resolve_split(config)
+        self.channels_last = device.type == "cuda" and train["channels_last"]
+        self.model = self._build_model()
+        self.seg_opt, self.cls_opt = build_optimizers(unwrap(self.model), config)
+        total, power = train["iters"], train["poly_power"]
+        poly = lambda t: max(0.0, 1.0 - t / total) ** power  # noqa: E731
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly) for opt in (self.seg_opt, self.cls_opt)]
+        self.amp_dtype = amp_dtype(config, device)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.ctx = StepContext.build(config, device)
+        pin = device.type == "cuda"
+        self.labeled_stream, self.unlabeled_stream = build_streams(config, self.split, self.labels, dist, pin)
+        self.eval_loader = build_eval_loader(config, self.split, dist)
+        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS, enabled=dist.is_main)
+        self.window = ScalarWindow()
+        self.first_bad: Dict[str, torch.Tensor] = {}
+        self.step, self.best, self.last_metrics = 0, None, None
+
+    def _build_model(self) -> torch.nn.Module:
+        model = build_model(self.config).to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.dist.enabled:
+            if self.config["train"]["sync_bn"]:
+                model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            ids = [self.dist.local_rank] if self.device.type == "cuda" else None
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        if self.config["train"]["compile"]:
+            model = torch.compile(model)
+        return model
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state_dict(self, rngs: Optional[list] = None) -> Dict[str, Any]:
+        """Everything a resumed run needs; ``rngs`` holds every rank's RNG states (default: this process's)."""
+        streams = {"labeled": self.labeled_stream.state_dict()}
+        if self.unlabeled_stream is not None:
+            streams["unlabeled"] = self.unlabeled_stream.state_dict()
+        return {"step": self.step, "config": self.config, "model": unwrap(self.model).state_dict(),
+                "seg_optimizer": self.seg_opt.state_dict(), "cls_optimizer": self.cls_opt.state_dict(),
+                "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
+                "banks": self.ctx.banks.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
+                "best": self.best, "last_metrics": self.last_metrics}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        unwrap(self.model).load_state_dict(clean_state_dict(state["model"]))
+        self.seg_opt.load_state_dict(state["seg_optimizer"])
+        self.cls_opt.load_state_dict(state["cls_optimizer"])
+        for sched, sched_state in zip(self.schedulers, state["schedulers"]):
+            sched.load_state_dict(sched_state)
+        self.scaler.load_state_dict(state["scaler"])
+        self.ctx.banks.load_state_dict(state["banks"])
+        self.labeled_stream.load_state_dict(state["streams"]["labeled"])
+        if self.unlabeled_stream is not None and "unlabeled" in state["streams"]:
+            self.unlabeled_stream.load_state_dict(state["streams"]["unlabeled"])
+        if len(state["rng"]) == self.dist.world_size:
+            set_rng_state(state["rng"][self.dist.rank])
+        else:  # saved with another number of processes: continue reproducibly, though not bit-exactly
+            seed_everything(self.config["seed"] + self.dist.rank + 1000003 * state["step"])
+        self.step, self.best, self.last_metrics = state["step"], state["best"], state["last_metrics"]
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def fit(self, stop_after: Optional[int] = None) -> Dict[str, Any]:
+        """Train to ``train.iters`` (or save and stop at ``stop_after``); return the final and best evaluations."""
+        total = self.config["train"]["iters"]
+        log_every, image_every = self.config["log"]["every"], self.config["log"]["image_every"]
+        eval_every = self.config["eval"]["every"]
+        bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True, desc="train")
+        self.model.train()
+        while self.step < total:
+            vis = self._train_one_step()
+            self.step += 1
+            bar.update(1)
+            if self.step % log_every == 0 or self.step == total:
+                bar.set_postfix(self._log_scalars(), refresh=False)
+            if self.dist.is_main and image_every > 0 and self.step % image_every == 0:
+                self.logger.images(vis, self.step)
+            if self.step % eval_every == 0 or self.step == total:
+                self._evaluate_and_save()
+            if stop_after is not None and self.step >= stop_after and self.step < total:
+                bar.close()
+                return self._stop()
+        bar.close()
+        if self.last_metrics is None or self.last_metrics["step"] != self.step:
+            self._evaluate_and_save()
+        result = {"step": self.step, "final": self.last_metrics, "best": self.best}
+        if self.dist.is_main:
+            (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
+        self.logger.close()
+        return result
+
+    def _stop(self) -> Dict[str, Any]:
+        """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""
+        self._check_finite()
+        rngs = all_gather_objects(rng_state())
+        if self.dist.is_main:
+            save_checkpoint(self.run_dir / "checkpoints" / "latest.pt", self.state_dict(rngs))
+        self.logger.close()
+        barrier()
+        return {"step": self.step, "stopped": True}
+
+    def _train_one_step(self) -> Dict[str, Any]:
+        labeled = _to_device(next(self.labeled_stream), self.device, self.channels_last)
+        unlabeled = None
+        if self.unlabeled_stream is not None:
+            unlabeled = _to_device(next(self.unlabeled_stream), self.device, self.channels_last)
+        autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
+        with autocast:
+            loss, logs, vis = train_step(self.model, labeled, unlabeled, self.step, self.ctx)
+        self.seg_opt.zero_grad(set_to_none=True)
+        self.cls_opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        clip = self.config["train"]["grad_clip"]
+        for opt in (self.seg_opt, self.cls_opt):
+            if clip > 0:
+                self.scaler.unscale_(opt)
+                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+            self.scaler.step(opt)
+        self.scaler.update()
+        for sched in self.schedulers:
+            sched.step()
+        logs["total"] = loss.detach()
+        self._track_finite(logs)
+        self.window.add(logs)
+        return vis
+
+    def _track_finite(self, logs: Dict[str, torch.Tensor]) -> None:
+        for key, value in logs.items():
+            if value.dim() == 0 and (key.endswith(("_sup", "_unsup", "_contrast")) or key in ("consistency", "total")):
+                bad = ~torch.isfinite(value)
+                prev = self.first_bad.get(key, torch.full((), -1, dtype=torch.long, device=value.device))
+                self.first_bad[key] = torch.where(bad & (prev < 0), torch.full_like(prev, self.step), prev)
+
+    def _check_finite(self) -> None:
+        if not self.first_bad:
+            return
+        keys = [k for k in self.first_bad if k != "total"] + ["total"]
+        flags = torch.stack([self.first_bad[k] for k in keys if k in self.first_bad])
+        if self.dist.enabled:
+            torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
+        flags = flags.cpu().tolist()
+        for key, first in zip([k for k in keys if k in self.first_bad], flags):
+            if first >= 0:
+                latest = self.run_dir / "checkpoints" / "latest.pt"
+                kept = f"last good checkpoint kept: {latest}" if latest.exists() else "no checkpoint was written"
+                raise UserError(f"non-finite loss term '{key}' at step {first}; training stopped, {kept}")
+
+    def _log_scalars(self) -> Dict[str, str]:
+        self._check_finite()
+        means = self.window.means()
+        for i, opt in enumerate((self.seg_opt, self.cls_opt)):
+            means[f"lr/{'seg' if i == 0 else 'cls'}"] = opt.param_groups[0]["lr"]
+        for name, bank in self.ctx.banks.items():
+            for c, fill in enumerate(bank.filled.tolist()):
+                means[f"bank/{name}_fill/{c}"] = fill / bank.queue.shape[1]
+        self.logger.scalars(means, self.step)
+        postfix = {"loss": f"{means.get('total', float('nan')):.3f}"}
+        if self.last_metrics:
+            postfix.update(dice=f"{self.last_metrics['dice']:.3f}", acc=f"{self.last_metrics['accuracy']:.3f}")
+        return postfix
+
+    # ----------------------------------------------------------------------------------------------- evaluation
+    def evaluate(self) -> Dict[str, float]:
+        """Metrics on the test part; under DDP each rank evaluates a shard and the records are gathered."""
+        model = unwrap(self.model)
+        model.eval()
+        records = evaluation.evaluate_model(model, self.eval_loader, self.device, amp=self.amp_dtype is not None)
+        model.train()
+        gathered = {r["name"]: r for part in all_gather_objects(records) for r in part}  # drops sampler padding
+        return evaluation.summarize_metrics([gathered[name] for name in sorted(gathered)])
+
+    def _evaluate_and_save(self) -> None:
+        self._check_finite()
+        metrics = self.evaluate()
+        self.last_metrics = dict(metrics, step=self.step)
+        improved = False
+        score = evaluation.best_score(metrics, self.config["task"])
+        if self.best is None or score > tuple(self.best["score"]):
+            self.best, improved = {"step": self.step, "score": list(score), "metrics": metrics}, True
+        rngs = all_gather_objects(rng_state())
+        if self.dist.is_main:
+            self.logger.metrics(metrics, self.step)
+            state = self.state_dict(rngs)
+            save_checkpoint(self.run_dir / "checkpoints" / "latest.pt", state)
+            if improved:
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", state)
+        barrier()
+
+
+def format_metrics(metrics: Dict[str, float]) -> str:
+    """One line of test metrics for the console."""
+    parts = []
+    for key in evaluation.METRIC_KEYS:
+        value = metrics.get(key, float("nan"))
+        parts.append(f"{key} {'nan' if math.isnan(value) else f'{100 * value:.2f}'}")
+    return " | ".join(parts)
