@@ -57,6 +57,21 @@ def amp_dtype(config: Dict[str, Any], device: torch.device) -> Optional[torch.dt
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def apply_gradients(loss: torch.Tensor, scaler: torch.amp.GradScaler, optimizers, schedulers, clip: float) -> None:
+    """One backward of the total loss, then every optimiser steps (no gradient is computed twice or discarded)."""
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    for opt in optimizers:
+        if clip > 0:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
+        scaler.step(opt)
+    scaler.update()
+    for sched in schedulers:
+        sched.step()
+
+
 def _to_device(batch, device: torch.device, channels_last: bool):
     out = []
     for item in batch:
@@ -187,18 +202,8 @@ class Trainer:
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:
             loss, logs, vis = train_step(self.model, labeled, unlabeled, self.step, self.ctx)
-        self.seg_opt.zero_grad(set_to_none=True)
-        self.cls_opt.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        clip = self.config["train"]["grad_clip"]
-        for opt in (self.seg_opt, self.cls_opt):
-            if clip > 0:
-                self.scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-            self.scaler.step(opt)
-        self.scaler.update()
-        for sched in self.schedulers:
-            sched.step()
+        apply_gradients(loss, self.scaler, (self.seg_opt, self.cls_opt), self.schedulers,
+                        self.config["train"]["grad_clip"])
         logs["total"] = loss.detach()
         self._track_finite(logs)
         self.window.add(logs)

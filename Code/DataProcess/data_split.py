@@ -1,0 +1,56 @@
+"""Split a raw ultrasound data set into test / labeled / unlabeled parts (layout of DESIGN §5).
+
+    python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...]
+        [--seed 0] [--test-ratio 0.3] [--group-regex REGEX] [--include-normal] [--csv FILE] [--force]
+
+Per class, ~test-ratio of the images (whole groups) go to test/; for each budget N, N/2 labeled images per class
+(whole groups, nested: a larger N's labeled set contains every smaller one's) and the rest of train unlabeled.
+Groups: sztus = case id (``L1-0001`` of ``L1-0001-2.png``), busi = each image, csv = the ``group`` column;
+``--group-regex`` overrides (first capture group of the file stem). ``--include-normal`` (busi) adds the normal
+images as class 0 with empty masks. The rule and the file renaming are described in splitting.py/split_plan.py.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from Code.DataProcess.splitting import format_summary, split_dataset  # noqa: E402
+from Code.errors import UserError, run_cli  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", required=True, choices=("sztus", "busi", "csv"))
+    parser.add_argument("--root", required=True, help="raw data folder (csv: paths in the CSV are relative to it)")
+    parser.add_argument("--out", required=True, help="output split folder")
+    parser.add_argument("--labels", required=True, type=int, nargs="+", metavar="N",
+                        help="label budgets (even): N/2 labeled images per class")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--test-ratio", type=float, default=0.3)
+    parser.add_argument("--group-regex", default=None, help="group = first capture group of the file stem")
+    parser.add_argument("--include-normal", action="store_true", help="busi: add normal images as class 0")
+    parser.add_argument("--csv", default=None, help="csv: the list file (columns image, mask, label[, group])")
+    parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.dataset == "csv" and args.csv is None:
+        raise UserError("--dataset csv needs --csv FILE")
+    if args.include_normal and args.dataset != "busi":
+        raise UserError("--include-normal applies to --dataset busi only")
+    record = split_dataset(args.dataset, args.root, args.out, args.labels, seed=args.seed,
+                           test_ratio=args.test_ratio, group_regex=args.group_regex,
+                           include_normal=args.include_normal, csv_file=args.csv, force=args.force)
+    print(format_summary(record))
+    print(f"split written to {args.out} (seed {args.seed}; sources in {Path(args.out) / 'split.json'})")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,162 @@
+"""Planning of a group-aware, stratified, nested, seeded split (which image goes where), DESIGN §5.
+
+Rule (per class c, independently; a group is a case, all of whose frames stay together):
+1. test: the class's groups in a seeded order ``default_rng([seed, 1, c])``; the test share is the reachable
+   whole-group image count closest to ``round(test_ratio · n_c)`` (ties → the smaller), filled by
+   :func:`fill_exactly`; the other groups are train.
+2. labeled: the train groups in a seeded order ``default_rng([seed, 2, c])``; for the budgets N₁ < N₂ < … the
+   labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets).
+   Error if no set of whole groups gives exactly Nₖ/2 images.
+:func:`fill_exactly` walks groups in order and takes a group when the rest of the target can still be met exactly
+by later groups (a subset-sum look-ahead), else skips it: exact whenever any choice of whole groups is.
+Output file names are the source names with whitespace and other unsafe characters replaced by ``_``
+(``benign (1).png`` → ``benign_1.png``; a clash gets ``_2``, ``_3``…); ``split.json`` maps them back.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+from Code.DataProcess.raw_readers import RawItem
+from Code.errors import UserError
+
+CLASS_NAMES = ("benign", "malignant")
+UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+@dataclass
+class SplitPlan:
+    """Indices into the item list: test, train, and the labeled subset of train for each budget N."""
+    test: List[int]
+    train: List[int]
+    labeled: Dict[int, List[int]]
+
+
+def fill_exactly(sizes: Sequence[int], target: int) -> Optional[List[int]]:
+    """Positions of a subset of `sizes` summing to exactly `target`, preferring earlier positions; None if none.
+
+    reach[i] is a bitset of the sums reachable with sizes[i:]; position i is taken iff the remainder after it is
+    still in reach[i + 1]. O(len(sizes) · target / 64) with Python integers as bitsets."""
+    if target < 0:
+        return None
+    limit = (1 << (target + 1)) - 1
+    reach = [0] * (len(sizes) + 1)
+    reach[-1] = 1
+    for i in range(len(sizes) - 1, -1, -1):
+        reach[i] = (reach[i + 1] | (reach[i + 1] << sizes[i])) & limit
+    if not (reach[0] >> target) & 1:
+        return None
+    chosen, remaining = [], target
+    for i, size in enumerate(sizes):
+        if remaining == 0:
+            break
+        if size <= remaining and (reach[i + 1] >> (remaining - size)) & 1:
+            chosen.append(i)
+            remaining -= size
+    return chosen
+
+
+def closest_reachable(sizes: Sequence[int], target: int) -> int:
+    """The subset sum of `sizes` closest to `target` (ties → the smaller)."""
+    reach = 1
+    for size in sizes:
+        reach |= reach << size
+    sums = [s for s in range(reach.bit_length()) if (reach >> s) & 1]
+    return min(sums, key=lambda s: (abs(s - target), s))
+
+
+def _class_groups(items: Sequence[RawItem], indices: Sequence[int]) -> Dict[str, List[int]]:
+    groups: Dict[str, List[int]] = {}
+    for i in indices:
+        groups.setdefault(items[i].group, []).append(i)
+    return groups
+
+
+def _seeded_order(keys: Sequence[str], seed: int, stream: int, label: int) -> List[str]:
+    keys = sorted(keys)
+    order = np.random.default_rng([seed, stream, label]).permutation(len(keys))
+    return [keys[int(k)] for k in order]
+
+
+def _check_groups(items: Sequence[RawItem]) -> None:
+    labels_of: Dict[str, set] = {}
+    for item in items:
+        labels_of.setdefault(item.group, set()).add(item.label)
+    mixed = sorted(g for g, labels in labels_of.items() if len(labels) > 1)
+    if mixed:
+        raise UserError(f"group {mixed[0]!r} has both benign and malignant images; the per-class split needs one "
+                        f"class per group (fix the group column or --group-regex)")
+
+
+def check_budgets(labels: Sequence[int]) -> List[int]:
+    """Sorted distinct budgets; UserError for an odd or non-positive N."""
+    if not labels:
+        raise UserError("--labels needs at least one budget N")
+    for n in labels:
+        if n <= 0 or n % 2:
+            raise UserError(f"--labels {n}: N must be a positive even number (N/2 labeled images per class)")
+    return sorted(set(int(n) for n in labels))
+
+
+def _split_class(items, indices, label, budgets, seed, test_ratio) -> tuple:
+    """(test indices, train indices, {N: labeled indices}) of one class."""
+    groups = _class_groups(items, indices)
+    order = _seeded_order(list(groups), seed, 1, label)
+    sizes = [len(groups[g]) for g in order]
+    test_count = closest_reachable(sizes, int(round(test_ratio * len(indices))))
+    test_pos = set(fill_exactly(sizes, test_count))
+    test = [i for p, g in enumerate(order) if p in test_pos for i in groups[g]]
+    train_groups = [g for p, g in enumerate(order) if p not in test_pos]
+    train = [i for g in train_groups for i in groups[g]]
+    name = CLASS_NAMES[label]
+    labeled: Dict[int, List[int]] = {}
+    remaining = _seeded_order(train_groups, seed, 2, label)
+    chosen: List[str] = []
+    for n in budgets:
+        if n // 2 > len(train):
+            raise UserError(f"--labels {n} needs {n // 2} labeled {name} images but the {name} train part has only "
+                            f"{len(train)}, so N can be at most {2 * len(train)}")
+        need = n // 2 - sum(len(groups[g]) for g in chosen)
+        picked = fill_exactly([len(groups[g]) for g in remaining], need)
+        if picked is None:
+            raise UserError(f"--labels {n}: no choice of whole {name} cases gives exactly {n // 2} labeled images "
+                            f"on top of the smaller budgets; choose another N")
+        picked_set = set(picked)
+        chosen += [g for p, g in enumerate(remaining) if p in picked_set]
+        remaining = [g for p, g in enumerate(remaining) if p not in picked_set]
+        labeled[n] = [i for g in chosen for i in groups[g]]
+    return test, train, labeled
+
+
+def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3) -> SplitPlan:
+    """Decide which item goes where (no files are touched). See the module docstring for the rule."""
+    if not 0.0 < test_ratio < 1.0:
+        raise UserError(f"--test-ratio {test_ratio} must be between 0 and 1 (exclusive)")
+    budgets = check_budgets(labels)
+    _check_groups(items)
+    plan = SplitPlan([], [], {n: [] for n in budgets})
+    for label in (0, 1):
+        indices = [i for i, item in enumerate(items) if item.label == label]
+        test, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio)
+        plan.test += test
+        plan.train += train
+        for n in budgets:
+            plan.labeled[n] += labeled[n]
+    return plan
+
+
+def assign_names(items: Sequence[RawItem]) -> List[str]:
+    """Space-free, unique (case-insensitively) output stems, one per item, in item order."""
+    used, names = set(), []
+    for item in items:
+        stem = UNSAFE.sub("_", item.image.stem).strip("_") or "image"
+        candidate, k = stem, 1
+        while candidate.lower() in used:
+            k += 1
+            candidate = f"{stem}_{k}"
+        used.add(candidate.lower())
+        names.append(candidate)
+    return names

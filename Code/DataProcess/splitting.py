@@ -1,0 +1,149 @@
+"""Library entry point of the data split: read a raw data set, plan the split, validate and write the files.
+
+    summary = split_dataset("sztus", "raw/", "split/", labels=[42, 104])
+
+Output (DESIGN §5): ``test/{image,mask}/``, ``test/labeled.txt``, ``train/<N>/labeled/{image,mask}/`` with
+``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train), and ``split.json`` (written last, so
+its presence marks a complete split): seed, arguments (not --out/--force), counts per class and part, and for
+every output name its source image, mask files, class and group. Images are copied byte for byte; masks are
+merged (OR), binarised and written as 0/255 PNG. Same inputs and seed → byte-identical tree.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from Code.data.image_io import binarize_mask, load_gray
+from Code.data.lists import write_labeled_list, write_unlabeled_list
+from Code.DataProcess.raw_readers import RawItem, read_raw
+from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
+from Code.errors import UserError
+
+
+def merged_mask_png(item: RawItem) -> bytes:
+    """Validate `item` (image readable, every mask readable and of the image's size) and return its merged
+    binary mask encoded as a 0/255 PNG."""
+    image = load_gray(item.image)
+    merged = np.zeros(image.shape[:2], np.uint8)
+    for mask_path in item.masks:
+        mask = load_gray(mask_path)
+        if mask.shape[:2] != image.shape[:2]:
+            raise UserError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {item.image} is "
+                            f"{image.shape[1]}x{image.shape[0]}")
+        merged |= binarize_mask(mask)
+    ok, encoded = cv2.imencode(".png", merged * np.uint8(255))
+    if not ok:
+        raise UserError(f"cannot encode the mask of {item.image}")
+    return encoded.tobytes()
+
+
+def _prepare_out(out: Path, root: Path, force: bool) -> None:
+    out_resolved, root_resolved = out.resolve(), Path(root).resolve()
+    if out_resolved == root_resolved or out_resolved in root_resolved.parents:
+        raise UserError(f"--out {out} contains --root {root}; choose another output folder")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.exists() and any(out.iterdir()):
+        if not force:
+            raise UserError(f"--out {out} is not empty (add --force to replace it)")
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+
+
+class _Writer:
+    """Copies items into part folders under their output names."""
+
+    def __init__(self, items: Sequence[RawItem], names: Sequence[str], masks: Sequence[bytes]):
+        self.items, self.masks = items, masks
+        self.image_names = [n + items[i].image.suffix.lower() for i, n in enumerate(names)]
+        self.mask_names = [n + ".png" for n in names]
+
+    def _ordered(self, indices: Sequence[int]) -> List[int]:
+        return sorted(indices, key=lambda i: (self.items[i].label, self.image_names[i]))
+
+    def labeled_part(self, folder: Path, indices: Sequence[int]) -> None:
+        (folder / "image").mkdir(parents=True)
+        (folder / "mask").mkdir(parents=True)
+        ordered = self._ordered(indices)
+        for i in ordered:
+            shutil.copyfile(self.items[i].image, folder / "image" / self.image_names[i])
+            (folder / "mask" / self.mask_names[i]).write_bytes(self.masks[i])
+        write_labeled_list(folder / "labeled.txt",
+                           [(self.image_names[i], self.mask_names[i], self.items[i].label) for i in ordered])
+
+    def unlabeled_part(self, folder: Path, indices: Sequence[int]) -> None:
+        (folder / "image").mkdir(parents=True)
+        ordered = self._ordered(indices)
+        for i in ordered:
+            shutil.copyfile(self.items[i].image, folder / "image" / self.image_names[i])
+        write_unlabeled_list(folder / "unlabeled.txt", [self.image_names[i] for i in ordered])
+
+
+def _counts(items: Sequence[RawItem], indices: Sequence[int]) -> Dict[str, int]:
+    counts = {name: sum(1 for i in indices if items[i].label == label) for label, name in enumerate(CLASS_NAMES)}
+    counts["total"] = len(indices)
+    counts["groups"] = len({items[i].group for i in indices})
+    return counts
+
+
+def _parts(plan: SplitPlan) -> Dict[str, List[int]]:
+    parts = {"test": plan.test, "train": plan.train}
+    for n, labeled in plan.labeled.items():
+        chosen = set(labeled)
+        parts[f"train/{n}/labeled"] = labeled
+        parts[f"train/{n}/unlabeled"] = [i for i in plan.train if i not in chosen]
+    return parts
+
+
+def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
+                  group_regex: Optional[str] = None, include_normal: bool = False, csv_file=None,
+                  force: bool = False) -> dict:
+    """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content.
+    Everything is validated before `out` is touched; UserError on any bad input."""
+    items = read_raw(dataset, root, group_regex, include_normal, csv_file)
+    plan = plan_split(items, labels, seed, test_ratio)
+    names = assign_names(items)
+    masks = [merged_mask_png(item) for item in items]
+    out = Path(out)
+    _prepare_out(out, Path(root), force)
+    writer = _Writer(items, names, masks)
+    writer.labeled_part(out / "test", plan.test)
+    for n, labeled in plan.labeled.items():
+        chosen = set(labeled)
+        writer.labeled_part(out / "train" / str(n) / "labeled", labeled)
+        writer.unlabeled_part(out / "train" / str(n) / "unlabeled", [i for i in plan.train if i not in chosen])
+    root_path = Path(root)
+    part_of = {i: "test" for i in plan.test}
+    part_of.update({i: "train" for i in plan.train})
+    record = {
+        "format": "hermes-split/1",
+        "seed": seed,
+        "arguments": {"dataset": dataset, "root": str(root), "labels": sorted(plan.labeled), "seed": seed,
+                      "test_ratio": test_ratio, "group_regex": group_regex, "include_normal": include_normal,
+                      "csv": None if csv_file is None else str(csv_file)},
+        "classes": {str(label): name for label, name in enumerate(CLASS_NAMES)},
+        "counts": {part: _counts(items, idx) for part, idx in _parts(plan).items()},
+        "files": {writer.image_names[i]: {
+            "source": items[i].image.relative_to(root_path).as_posix(),
+            "masks": [m.relative_to(root_path).as_posix() for m in items[i].masks],
+            "mask": writer.mask_names[i], "label": items[i].label, "class": items[i].source_class,
+            "group": items[i].group, "part": part_of[i]} for i in sorted(range(len(items)),
+                                                                       key=lambda k: writer.image_names[k])},
+    }
+    (out / "split.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return record
+
+
+def format_summary(record: dict) -> str:
+    """The counts of a split.json as a text table (one row per part)."""
+    header = f"{'part':<24}{'benign':>8}{'malignant':>11}{'total':>8}{'groups':>8}"
+    rows = [header, "-" * len(header)]
+    for part, counts in record["counts"].items():
+        rows.append(f"{part:<24}{counts['benign']:>8}{counts['malignant']:>11}{counts['total']:>8}"
+                    f"{counts['groups']:>8}")
+    return "\n".join(rows)

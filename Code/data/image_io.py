@@ -1,0 +1,111 @@
+"""Decoding, resizing and normalising images and masks (OpenCV), shared by training, evaluation and predict.py.
+
+Normalisation: x = (pixel / 255 − mean_c) / std_c, with the ImageNet statistics for 3 channels (a grayscale
+image replicated) and their averages for 1 channel, so that ImageNet-pretrained encoders see what they expect.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Tuple
+
+import cv2
+import numpy as np
+import torch
+
+from Code.errors import UserError
+
+NORM_MEAN_RGB = (0.485, 0.456, 0.406)
+NORM_STD_RGB = (0.229, 0.224, 0.225)
+NORM_MEAN_GRAY = 0.449
+NORM_STD_GRAY = 0.226
+
+
+def normalization(in_channels: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(mean (C,), std (C,)) float32 for C = in_channels ∈ {1, 3}."""
+    if in_channels == 1:
+        return np.array([NORM_MEAN_GRAY], np.float32), np.array([NORM_STD_GRAY], np.float32)
+    if in_channels == 3:
+        return np.array(NORM_MEAN_RGB, np.float32), np.array(NORM_STD_RGB, np.float32)
+    raise UserError(f"in_channels must be 1 or 3, got {in_channels}")
+
+
+def _read_bytes(path) -> np.ndarray:
+    try:
+        return np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
+
+
+def load_gray(path) -> np.ndarray:
+    """Decode an image file as 8-bit grayscale, shape (H, W) uint8; UserError naming the file if unreadable.
+    (np.fromfile + cv2.imdecode, so that names with spaces or non-ASCII characters work everywhere.)"""
+    if not Path(path).is_file():
+        raise UserError(f"image not found: {path}")
+    image = cv2.imdecode(_read_bytes(path), cv2.IMREAD_GRAYSCALE)
+    if image is None or image.size == 0:
+        raise UserError(f"cannot read image {path} (not an image OpenCV can decode)")
+    return image
+
+
+def binarize_mask(mask: np.ndarray) -> np.ndarray:
+    """{0, 1} uint8 mask: pixels > 127 when the mask uses 0/255 (max > 1), else pixels > 0 (0/1 masks)."""
+    threshold = 127 if int(mask.max(initial=0)) > 1 else 0
+    return (mask > threshold).astype(np.uint8)
+
+
+def load_mask(path) -> np.ndarray:
+    """Decode a mask file as {0, 1} uint8 (H, W) (see :func:`binarize_mask`)."""
+    return binarize_mask(load_gray(path))
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """Resize to size×size: area interpolation when shrinking, bilinear when enlarging."""
+    if image.shape[:2] == (size, size):
+        return image
+    shrink = image.shape[0] * image.shape[1] > size * size
+    return cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
+    """Nearest-neighbour resize of a {0, 1} mask to size×size."""
+    if mask.shape[:2] == (size, size):
+        return mask
+    return cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """(H, W) or (H, W, 3|4) uint8 (OpenCV's BGR order) → (H, W) uint8."""
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        code = cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        return cv2.cvtColor(image, code)
+    raise UserError(f"expected an H×W or H×W×3 image, got shape {tuple(image.shape)}")
+
+
+def normalize_to_tensor(gray: np.ndarray, in_channels: int) -> torch.Tensor:
+    """(H, W) gray, uint8 in [0, 255] or float32 in [0, 1] → normalised float32 tensor (C, H, W)."""
+    mean, std = normalization(in_channels)
+    scaled = gray.astype(np.float32) * (1.0 / 255.0) if gray.dtype == np.uint8 else gray.astype(np.float32)
+    out = (scaled[None, :, :] - mean[:, None, None]) / std[:, None, None]
+    return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
+
+
+def preprocess(image: np.ndarray, size: int, in_channels: int = 1) -> torch.Tensor:
+    """Model input from an image of any size: uint8 (H, W) or (H, W, 3) → float32 (C, size, size).
+    Gray conversion, :func:`resize_image`, normalisation; the same as the evaluation data path."""
+    if image.dtype != np.uint8:
+        raise UserError(f"preprocess expects a uint8 image, got {image.dtype}")
+    return normalize_to_tensor(resize_image(to_gray(image), size), in_channels)
+
+
+def denormalize(tensor: torch.Tensor) -> torch.Tensor:
+    """Invert the normalisation for display: (…, C, H, W) with C ∈ {1, 3} → same shape in [0, 1]."""
+    channels = tensor.shape[-3]
+    mean, std = normalization(channels)
+    shape = (channels, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=tensor.dtype, device=tensor.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=tensor.dtype, device=tensor.device).view(shape)
+    return (tensor * std_t + mean_t).clamp(0.0, 1.0)

@@ -1,0 +1,249 @@
+"""Evaluate a checkpoint on a labeled split part: metrics, per-image table, overlays, confusion matrix, ROC.
+
+Usage::
+
+    python Code/evaluate.py --checkpoint RUN/checkpoints/best.pt --data SPLIT/test [--out DIR] [--force]
+        [--device auto|cpu|cuda] [--batch-size B] [--num-workers W] [--no-amp] [--no-overlays]
+
+Writes to DIR (default ``<run folder of the checkpoint>/eval_<part name>``; an existing non-empty DIR needs
+``--force``): ``metrics.json`` (the metrics of ``summarize_metrics`` in [0, 1], NaN written as null, plus
+``n_images``, ``checkpoint``, ``step``, ``data``, ``device``), ``per_image.csv``, ``overlays/<image>.png`` (image
+beside the overlay: ground truth red, prediction green, overlap yellow), ``confusion_matrix.png`` and ``roc.png``.
+Metrics are computed at the model's input resolution (``data.size`` of the checkpoint's config). Works with
+checkpoints of ``seg_train.py`` and ``cls_train.py``, saved with or without DDP; AMP on CUDA unless ``--no-amp``.
+The figure helpers here are shared with ``predict.py``.
+"""
+from __future__ import annotations
+
+import _bootstrap  # noqa: F401
+
+import argparse
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from Code.errors import UserError, run_cli
+
+CLASS_NAMES = ("benign", "malignant")
+TRUTH_BGR, PRED_BGR, BOTH_BGR = (0, 0, 255), (0, 200, 0), (0, 255, 255)  # red, green, yellow
+PER_IMAGE_COLUMNS = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn")
+
+
+# ------------------------------------------------------------------------------------------ shared CLI helpers
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without CUDA is a UserError."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but CUDA is not available (use --device cpu or auto)")
+    return torch.device("cuda" if name in ("auto", "cuda") and torch.cuda.is_available() else "cpu")
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """``RUN`` for ``RUN/checkpoints/x.pt``, else the checkpoint's own folder."""
+    parent = checkpoint.resolve().parent
+    return parent.parent if parent.name == "checkpoints" else parent
+
+
+def prepare_out(out: Path, force: bool) -> Path:
+    """Create ``out``; refuse an existing non-empty folder unless ``force``."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output path {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise UserError(f"output folder {out} exists and is not empty (use --force to overwrite, or --out)")
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def load_model(checkpoint: Path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any], Optional[int]]:
+    """``(model.eval() on device, config, step)`` from a checkpoint (DDP / compile prefixes stripped)."""
+    from Code.engine.builders import build_model
+    from Code.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(checkpoint, map_location="cpu")
+    config = state["config"]
+    model = build_model(dict(config, model=dict(config["model"], encoder_weights=None)))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{checkpoint}: weights do not match the model of its config "
+                        f"({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), config, state.get("step")
+
+
+def overlay_panel(gray: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray] = None,
+                  caption: str = "") -> np.ndarray:
+    """The paper's figure style: the image (left) beside the overlay (right), with a caption bar on top.
+
+    ``gray``: H×W uint8; ``pred`` and ``truth``: H×W {0, 1}. Ground truth only = red, prediction only = green,
+    both = yellow (filled at 45 % and outlined). Returns a BGR uint8 image (H + bar)×2W.
+    """
+    base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
+    legend = [("truth", TRUTH_BGR), ("prediction", PRED_BGR), ("overlap", BOTH_BGR)] if truth is not None \
+        else [("prediction", PRED_BGR)]
+    pred = pred.astype(bool)
+    truth = np.zeros_like(pred) if truth is None else truth.astype(bool)
+    colour = np.zeros_like(base)
+    colour[truth & ~pred], colour[pred & ~truth], colour[pred & truth] = TRUTH_BGR, PRED_BGR, BOTH_BGR
+    region = truth | pred
+    over = base.copy()
+    over[region] = (0.55 * base[region] + 0.45 * colour[region]).astype(np.uint8)
+    for mask, bgr in ((truth, TRUTH_BGR), (pred, PRED_BGR)):
+        contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        cv2.drawContours(over, contours, -1, bgr, 1)
+    panel = np.concatenate([base, over], axis=1)
+    scale = max(0.35, min(1.0, panel.shape[1] / 1200))
+    bar = np.zeros((int(40 * scale) + 8, panel.shape[1], 3), np.uint8)
+    cv2.putText(bar, caption, (4, int(16 * scale) + 2), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1,
+                cv2.LINE_AA)
+    x = 4
+    for text, bgr in legend:
+        cv2.putText(bar, text, (x, int(36 * scale) + 4), cv2.FONT_HERSHEY_SIMPLEX, scale, bgr, 1, cv2.LINE_AA)
+        x += cv2.getTextSize(text + "  ", cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+    return np.concatenate([bar, panel], axis=0)
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    """Write a PNG (imencode + tofile, so that any file name works)."""
+    ok, data = cv2.imencode(".png", image)
+    if not ok:
+        raise UserError(f"cannot encode {path}")
+    data.tofile(str(path))
+
+
+def safe_stem(name: str) -> str:
+    """A file stem for an image name (folders and odd characters replaced)."""
+    stem = Path(name).stem or "image"
+    return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in stem)
+
+
+# ------------------------------------------------------------------------------------------ evaluation outputs
+class OverlayWriter:
+    """``on_batch`` callback of ``evaluate_model`` that writes one overlay PNG per image."""
+
+    def __init__(self, folder: Path):
+        from Code.data import denormalize
+
+        self.folder, self.denormalize = folder, denormalize
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch: Dict[str, Any]) -> None:
+        grays = (self.denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
+        for i, name in enumerate(batch["names"]):
+            truth, pred = batch["masks"][i].numpy(), batch["pred_masks"][i].numpy()
+            inter, total = int((truth & pred).sum()), int(truth.sum() + pred.sum())
+            dice = 1.0 if total == 0 else 2.0 * inter / total
+            caption = (f"truth {CLASS_NAMES[int(batch['labels'][i])]} | pred "
+                       f"{CLASS_NAMES[int(batch['pred_class'][i])]} p(mal)={float(batch['prob_malignant'][i]):.2f}"
+                       f" | Dice {dice:.3f}")
+            write_png(self.folder / f"{safe_stem(name)}.png", overlay_panel(grays[i], pred, truth, caption))
+
+
+def _json_safe(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def write_per_image(records: List[Dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(PER_IMAGE_COLUMNS)
+        for r in records:
+            writer.writerow([repr(r[k]) if isinstance(r[k], float) else r[k] for k in PER_IMAGE_COLUMNS])
+
+
+def plot_confusion_and_roc(records: List[Dict[str, Any]], out: Path) -> None:
+    """``confusion_matrix.png`` (counts and row percentages) and ``roc.png`` (malignant = positive)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix, roc_auc_score, roc_curve
+
+    labels = np.array([r["label"] for r in records])
+    preds = np.array([r["pred_class"] for r in records])
+    probs = np.array([r["prob_malignant"] for r in records])
+    cm = confusion_matrix(labels, preds, labels=[0, 1])
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), count in np.ndenumerate(cm):
+        share = 100.0 * count / max(1, cm[i].sum())
+        ax.text(j, i, f"{count}\n{share:.1f}%", ha="center", va="center",
+                color="white" if count > cm.max() / 2 else "black")
+    ax.set_xticks([0, 1], CLASS_NAMES)
+    ax.set_yticks([0, 1], CLASS_NAMES)
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (n={len(records)})")
+    fig.tight_layout()
+    fig.savefig(out / "confusion_matrix.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(4, 4))
+    if len(np.unique(labels)) == 2:
+        fpr, tpr, _ = roc_curve(labels, probs)
+        ax.plot(fpr, tpr, label=f"AUC = {roc_auc_score(labels, probs):.3f}")
+        ax.legend(loc="lower right")
+    else:
+        ax.text(0.5, 0.5, "ROC undefined:\nonly one class present", ha="center", va="center")
+    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    ax.set(xlabel="false positive rate (1 − specificity)", ylabel="true positive rate (sensitivity)",
+           title="ROC, malignant vs benign", xlim=(0, 1), ylim=(0, 1.01))
+    fig.tight_layout()
+    fig.savefig(out / "roc.png", dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Evaluate a Hermes checkpoint on a labeled split part.")
+    parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt or latest.pt")
+    parser.add_argument("--data", required=True, help="split part with labeled.txt, image/, mask/ (e.g. SPLIT/test)")
+    parser.add_argument("--out", help="output folder (default: <run folder>/eval_<part name>)")
+    parser.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--num-workers", type=int, default=0)
+    parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
+    parser.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay PNGs")
+    args = parser.parse_args(argv)
+    if args.batch_size <= 0 or args.num_workers < 0:
+        raise UserError("--batch-size must be positive and --num-workers not negative")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    from Code.data import SplitDataset
+    from Code.engine.evaluation import evaluate_model, summarize_metrics
+
+    args = parse_args(argv)
+    device = resolve_device(args.device)
+    checkpoint, part = Path(args.checkpoint), Path(args.data)
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    if not (part / "labeled.txt").is_file():
+        raise UserError(f"no labeled.txt in {part} (expected a split part such as SPLIT/test)")
+    out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
+                      args.force)
+    model, config, step = load_model(checkpoint, device)
+    dataset = SplitDataset(part, "eval", size=config["data"]["size"], in_channels=config["data"]["in_channels"])
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
+                        pin_memory=device.type == "cuda")
+    on_batch = None if args.no_overlays else OverlayWriter(out / "overlays")
+    records = evaluate_model(model, loader, device, amp=device.type == "cuda" and not args.no_amp, on_batch=on_batch)
+    if not records:
+        raise UserError(f"{part / 'labeled.txt'} lists no images")
+    metrics = summarize_metrics(records)
+    summary = {**metrics, "n_images": len(records), "checkpoint": str(checkpoint.resolve()), "step": step,
+               "data": str(part.resolve()), "device": device.type}
+    (out / "metrics.json").write_text(json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
+    write_per_image(records, out / "per_image.csv")
+    plot_confusion_and_roc(records, out)
+    shown = " | ".join(f"{k} {'n/a' if math.isnan(v) else f'{100 * v:.2f}'}" for k, v in metrics.items())
+    print(f"{len(records)} images, step {step}: {shown}")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

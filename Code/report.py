@@ -1,0 +1,253 @@
+"""Aggregate many training runs into the paper's tables: rows = methods, columns = label budgets, mean ± std.
+
+Usage::
+
+    python Code/report.py RUNS... [--out DIR] [--select best|final] [--plot FILE] [--include-incomplete]
+
+RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
+recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
+one by the run's task (``best_score``: seg → Dice, cls → accuracy then AUC), as the run's ``eval.select`` says
+unless ``--select`` overrides it. Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
+(seeds) of one method and label budget, in percent. A cell with a single run shows ``± 0.00`` and is marked
+``(n=1)``; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. NaN values (e.g. AUC
+of a one-class test set) are left out of a cell. Segmentation metrics (Dice, IoU) come from ``task: seg`` runs
+and classification metrics from ``task: cls`` runs, as in the paper; a table falls back to the other task's runs
+when there are none of its own (the caption says which). Runs without ``final_metrics.json`` (unfinished) are
+skipped unless ``--include-incomplete``. Writes ``report.md`` and ``report.csv`` (long format) to ``--out``
+(default: the first RUNS folder, or the parent of a run folder) and prints the Markdown.
+"""
+from __future__ import annotations
+
+import _bootstrap  # noqa: F401
+
+import argparse
+import csv
+import math
+import sys
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import yaml
+
+from Code.engine.evaluation import METRIC_KEYS, best_score
+from Code.errors import UserError, run_cli
+
+METHOD_ORDER = ("supervised", "fixmatch", "hermes")
+TABLES = ("dice", "accuracy", "iou", "dice_global", "auc", "sensitivity", "specificity", "f1")
+TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
+          "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)", "f1": "F1 malignant (%)",
+          "auc": "AUC (%)"}
+SEG_METRICS = {"dice", "dice_global", "iou"}
+
+
+def find_runs(paths: Sequence[str]) -> List[Path]:
+    """Run folders (with ``metrics.csv``) named by ``paths`` or found below them, sorted and without duplicates."""
+    runs: List[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / "metrics.csv").is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs.extend(sorted(p.parent for p in path.rglob("metrics.csv")))
+        else:
+            raise UserError(f"not a run folder or folder of runs: {path}")
+    unique = list(dict.fromkeys(p.resolve() for p in runs))
+    if not unique:
+        raise UserError(f"no runs (folders with metrics.csv) found in {', '.join(paths)}")
+    return unique
+
+
+def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
+    """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns)."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [k for k in ("step", *METRIC_KEYS) if k not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: missing columns {', '.join(missing)}")
+        try:
+            return [{k: float(v) for k, v in row.items() if k is not None} for row in reader]
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable value ({exc})") from None
+
+
+def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Dict[str, float]:
+    """The ``final`` (last) row, or the first row with the highest ``best_score`` for ``task``."""
+    if select == "final":
+        return rows[-1]
+    best = rows[0]
+    for row in rows[1:]:
+        if best_score(row, task) > best_score(best, task):
+            best = row
+    return best
+
+
+def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
+    """One run's identity (method, dataset, label budget, seed, task) and its selected metrics; None if empty."""
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run}: no config.yaml next to metrics.csv")
+    config = yaml.safe_load(cfg_path.read_text()) or {}
+    rows = read_metrics_csv(run / "metrics.csv")
+    if not rows:
+        return None
+    task = config.get("task", "seg")
+    select = select_override or config.get("eval", {}).get("select", "best")
+    split = config.get("data", {}).get("split")
+    labels = config.get("data", {}).get("labels")
+    row = select_row(rows, select, task)
+    return {"run": run, "method": config.get("method", "?"), "task": task, "select": select,
+            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
+            "seed": config.get("seed"), "step": int(row["step"]), "metrics": {k: row[k] for k in METRIC_KEYS}}
+
+
+def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
+    """``(mean, sample std with ddof=1 (0 for one value), n)`` of the finite values; NaNs when none."""
+    vals = np.array([v for v in values if not math.isnan(v)], dtype=float)
+    if vals.size == 0:
+        return math.nan, math.nan, 0
+    return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0, int(vals.size)
+
+
+def _method_key(method: str) -> Tuple[int, str]:
+    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+
+
+def _column_key(col: Tuple[str, Any]) -> Tuple[str, int, float]:
+    dataset, labels = col
+    return (dataset, 1, 0.0) if not isinstance(labels, (int, float)) else (dataset, 0, -float(labels))
+
+
+def build_table(results: List[Dict[str, Any]], metric: str) -> Optional[Dict[str, Any]]:
+    """One metric's table: cells ``{(method, (dataset, labels)): (mean %, std %, n)}`` plus its layout."""
+    own = "seg" if metric in SEG_METRICS else "cls"
+    source = [r for r in results if r["task"] == own] or results
+    cells_raw: Dict[Tuple[str, Tuple[str, Any]], List[float]] = defaultdict(list)
+    for r in source:
+        cells_raw[(r["method"], (r["dataset"], r["labels"]))].append(100.0 * r["metrics"][metric])
+    cells = {key: mean_std(vals) for key, vals in cells_raw.items()}
+    if all(n == 0 for _, _, n in cells.values()):
+        return None
+    return {"metric": metric, "title": TITLES[metric], "tasks": sorted({r["task"] for r in source}), "cells": cells,
+            "methods": sorted({m for m, _ in cells}, key=_method_key),
+            "columns": sorted({c for _, c in cells}, key=_column_key),
+            "selects": Counter(r["select"] for r in source)}
+
+
+def _column_name(col: Tuple[str, Any], several_datasets: bool) -> str:
+    return f"{col[0]} {col[1]}" if several_datasets else f"{col[1]} labels"
+
+
+def format_cell(cell: Optional[Tuple[float, float, int]], usual_n: int) -> str:
+    if cell is None or cell[2] == 0:
+        return "n/a"
+    mean, std, n = cell
+    text = f"{mean:.2f} ± {std:.2f}"
+    return text + (f" (n={n})" if n == 1 or n != usual_n else "")
+
+
+def table_markdown(table: Dict[str, Any]) -> str:
+    """A Markdown table with its caption (selection used, source task, number of seeds)."""
+    several = len({d for d, _ in table["columns"]}) > 1
+    counts = Counter(n for _, _, n in table["cells"].values() if n)
+    usual_n = max(counts)
+    ns = sorted(counts)
+    n_text = f"{ns[0]}" if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+    selects = ", ".join(f"{k} ({v} runs)" for k, v in sorted(table["selects"].items()))
+    if len(table["selects"]) == 1:
+        selects = next(iter(table["selects"]))
+    caption = (f"**{table['title']}** — mean ± sample std (ddof=1) over seeds; evaluation per run: {selects}; "
+               f"from {'/'.join(table['tasks'])} runs; n = {n_text} seed(s) per cell.")
+    header = ["method", *(_column_name(c, several) for c in table["columns"])]
+    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method in table["methods"]:
+        row = [format_cell(table["cells"].get((method, c)), usual_n) for c in table["columns"]]
+        lines.append("| " + " | ".join([method, *row]) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(tables: List[Dict[str, Any]], path: Path) -> None:
+    """Long format: one line per (metric, method, dataset, labels) cell; mean and std in percent."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["metric", "method", "dataset", "labels", "mean", "std", "n", "task", "select"])
+        for t in tables:
+            select = "/".join(sorted(t["selects"]))
+            for method in t["methods"]:
+                for col in t["columns"]:
+                    if (method, col) in t["cells"]:
+                        mean, std, n = t["cells"][(method, col)]
+                        writer.writerow([t["metric"], method, col[0], col[1], f"{mean:.4f}", f"{std:.4f}", n,
+                                         "/".join(t["tasks"]), select])
+
+
+def plot_tables(tables: List[Dict[str, Any]], path: Path) -> None:
+    """Grouped bar chart (groups = label budgets, bars = methods, error bars = std) of the Dice and accuracy tables."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [t for t in tables if t["metric"] in ("dice", "accuracy")]
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4), squeeze=False)
+    every = sorted({m for t in shown for m in t["methods"]}, key=_method_key)  # one colour per method
+    for ax, t in zip(axes[0], shown):
+        several = len({d for d, _ in t["columns"]}) > 1
+        width = 0.8 / len(t["methods"])
+        for i, method in enumerate(t["methods"]):
+            cells = [t["cells"].get((method, c), (math.nan, 0.0, 0)) for c in t["columns"]]
+            xs = np.arange(len(t["columns"])) + (i - (len(t["methods"]) - 1) / 2) * width
+            ax.bar(xs, [c[0] for c in cells], width, yerr=[c[1] for c in cells], capsize=3, label=method,
+                   color=f"C{every.index(method) % 10}")
+        ax.set_xticks(np.arange(len(t["columns"])))
+        ax.set_xticklabels([_column_name(c, several) for c in t["columns"]])
+        ax.set_ylabel(t["title"])
+        ax.set_title(f"{t['title']} (mean ± std)")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Mean ± std tables (methods × label budgets) from training runs.")
+    parser.add_argument("runs", nargs="+", help="run folders or folders containing runs")
+    parser.add_argument("--out", help="folder for report.md and report.csv (default: first RUNS folder)")
+    parser.add_argument("--select", choices=("best", "final"), help="override each run's eval.select")
+    parser.add_argument("--plot", help="also draw a grouped bar chart of the Dice and accuracy tables to this file")
+    parser.add_argument("--include-incomplete", action="store_true", help="also use runs without final_metrics.json")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    results = []
+    for run in find_runs(args.runs):
+        if not args.include_incomplete and not (run / "final_metrics.json").is_file():
+            print(f"note: skipping unfinished run {run} (use --include-incomplete)", file=sys.stderr)
+            continue
+        result = read_run(run, args.select)
+        if result is None:
+            print(f"note: skipping {run}: metrics.csv has no evaluations", file=sys.stderr)
+            continue
+        results.append(result)
+    if not results:
+        raise UserError("no finished runs with evaluations to report")
+    tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
+    text = "\n\n".join(table_markdown(t) for t in tables) + "\n"
+    first = Path(args.runs[0])
+    out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(f"# Results ({len(results)} runs)\n\n{text}")
+    write_csv(tables, out / "report.csv")
+    print(text, end="")
+    print(f"wrote {out / 'report.md'} and {out / 'report.csv'}", file=sys.stderr)
+    if args.plot:
+        plot_tables(tables, Path(args.plot))
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

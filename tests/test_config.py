@@ -1,0 +1,77 @@
+"""Config loading: layering, validation errors, ``--set`` parsing, and every shipped config file."""
+from pathlib import Path
+
+import pytest
+
+from Code.engine.config import CONFIG_DIR, dump_config, load_config, parse_set_option
+from Code.errors import UserError
+
+
+def test_base_defaults_are_the_reference_weights():
+    config = load_config()
+    assert config["loss"] == {"seg": 0.5, "cls": 1.1, "seg_unsup": 0.1, "pixel_contrast": 0.8, "cls_unsup": 0.1,
+                              "image_contrast": 0.2, "consistency": 1.0}
+    assert config["ssl"]["tau_hi"] == 0.95 and config["ssl"]["tau_lo"] == 0.5 and config["ssl"]["combine"] == "and"
+    assert config["train"]["iters"] == 3000 and config["model"]["encoder_weights"] is None
+
+
+def test_layers_apply_in_order(tmp_path):
+    parent = tmp_path / "parent.yaml"
+    parent.write_text("train:\n  iters: 50\n  batch_labeled: 4\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("base: parent.yaml\ntrain:\n  iters: 60\n")
+    config = load_config(str(child), overrides=[parse_set_option("train.batch_labeled=2")],
+                         defaults={"model": {"ias": True}, "train": {"iters": 1}})
+    assert config["train"]["iters"] == 60
+    assert config["train"]["batch_labeled"] == 2
+    assert config["model"]["ias"] is True
+
+
+def test_unknown_key_lists_valid_keys():
+    with pytest.raises(UserError, match=r"unknown config key 'train.iter'.*iters"):
+        load_config(overrides=[parse_set_option("train.iter=5")])
+    with pytest.raises(UserError, match=r"unknown config key 'nonsense'"):
+        load_config(overrides=[{"nonsense": 1}])
+
+
+@pytest.mark.parametrize("item, message", [
+    ("train.iters=abc", "expects int"),
+    ("method=mean_teacher", "must be one of supervised, fixmatch, hermes"),
+    ("ssl.combine=xor", "must be one of and, or"),
+    ("data.size=100", "multiple of 32"),
+    ("model.ias=3", "expects bool"),
+])
+def test_bad_values_are_named(item, message):
+    with pytest.raises(UserError, match=message):
+        load_config(overrides=[parse_set_option(item)])
+
+
+def test_set_option_parses_yaml_values():
+    assert parse_set_option("a.b=0.5") == {"a": {"b": 0.5}}
+    assert parse_set_option("m=[1, 2]") == {"m": [1, 2]}
+    assert parse_set_option("x=null") == {"x": None}
+    with pytest.raises(UserError, match="key=value"):
+        parse_set_option("noequals")
+
+
+def test_int_accepted_where_float_expected():
+    assert load_config(overrides=[parse_set_option("train.seg_lr=1")])["train"]["seg_lr"] == 1
+
+
+@pytest.mark.parametrize("path", sorted(str(p.relative_to(CONFIG_DIR)) for p in CONFIG_DIR.rglob("*.yaml")))
+def test_every_shipped_config_loads(path):
+    config = load_config(str(CONFIG_DIR / path))
+    assert dump_config(config)
+    if path.startswith(("busi", "udiat", "sztus")):
+        assert config["data"]["size"] == 224 and config["train"]["iters"] == 3000
+        assert config["train"]["batch_labeled"] == 8 and config["train"]["batch_unlabeled"] == 8
+        assert config["data"]["labels"] == int(Path(path).stem)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(str(tmp_path / "none.yaml"))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(str(bad))

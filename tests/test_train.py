@@ -1,0 +1,174 @@
+"""End-to-end tests of the training engine through the two entry scripts (tiny encoder, CPU, a few iterations)."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from Code.engine.evaluation import METRIC_KEYS
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "smoke.yaml")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+UNLABELED_TERMS = ("seg_unsup", "cls_unsup", "pixel_contrast", "image_contrast", "consistency")
+
+
+@pytest.fixture(scope="module")
+def tiny_split(tmp_path_factory):
+    """A 24-image phantom at 64x64, split with a 4-label budget."""
+    from Code.DataProcess.make_phantom import generate_phantom
+    from Code.DataProcess.splitting import split_dataset
+
+    base = tmp_path_factory.mktemp("engine_data")
+    generate_phantom(base / "raw", n_benign=12, n_malignant=12, size=64, seed=3)
+    split_dataset("sztus", base / "raw", base / "split", labels=[4], seed=0, test_ratio=0.3)
+    return base / "split"
+
+
+def train(script, split, out, *extra, check=True):
+    cmd = [sys.executable, str(ROOT / "Code" / script), "--config", SMOKE, "--data", str(split), "--labels", "4",
+           "--out", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def scalar_tags(run):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    return set(acc.Tags()["scalars"]), set(acc.Tags()["images"])
+
+
+def read_metrics(run):
+    with (run / "metrics.csv").open() as handle:
+        return list(csv.reader(handle))
+
+
+@pytest.mark.parametrize("script", ["seg_train.py", "cls_train.py"])
+def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
+    run = tmp_path / "run"
+    proc = train(script, tiny_split, run)
+    assert "test metrics, final (step 6)" in proc.stdout
+    rows = read_metrics(run)
+    assert rows[0] == ["step", *METRIC_KEYS]
+    assert [r[0] for r in rows[1:]] == ["3", "6"]
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert state["step"] == 6 and state["config"]["task"] == ("seg" if script == "seg_train.py" else "cls")
+    assert state["config"]["model"]["saliency"] == (script == "seg_train.py")
+    assert state["config"]["model"]["ias"] == (script == "cls_train.py")
+    assert (run / "checkpoints" / "best.pt").is_file() and (run / "config.yaml").is_file()
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["final"]["step"] == 6 and set(METRIC_KEYS) <= set(final["final"])
+    scalars, images = scalar_tags(run)
+    for term in ("seg_sup", "cls_sup", "total", *UNLABELED_TERMS):
+        assert f"loss/{term}" in scalars, term
+    assert {"ssl/seg_acceptance/0", "ssl/cls_threshold/1", "lr/seg", "lr/cls", "eval/dice"} <= scalars, scalars
+    assert any(t.startswith("bank/pixel_fill") for t in scalars)
+    assert {"images/input", "images/pseudo", "images/keep", "images/entropy", "images/prediction"} <= images
+
+
+def test_supervised_logs_no_unlabeled_terms(tiny_split, tmp_path):
+    run = tmp_path / "sup"
+    train("seg_train.py", tiny_split, run, "--method", "supervised")
+    scalars, _ = scalar_tags(run)
+    assert "loss/seg_sup" in scalars and "loss/cls_sup" in scalars
+    assert not [t for t in scalars if any(term in t for term in UNLABELED_TERMS) or t.startswith("ssl/")]
+
+
+def test_resume_gives_the_same_weights_and_metrics(tiny_split, tmp_path):
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    train("seg_train.py", tiny_split, whole)
+    stopped = train("seg_train.py", tiny_split, parts, "--stop-after", "2")
+    assert "stopped at step 2" in stopped.stdout
+    assert torch.load(parts / "checkpoints" / "latest.pt", weights_only=False)["step"] == 2
+    resumed = train("seg_train.py", tiny_split, parts, "--resume", "auto")
+    assert "resuming" in resumed.stderr and "from step 2" in resumed.stderr
+    a = torch.load(whole / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(parts / "checkpoints" / "latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for key, value in a["banks"].items():
+        assert torch.equal(value, b["banks"][key]), key
+    assert read_metrics(whole) == read_metrics(parts)
+
+
+def test_same_folder_same_config_resumes_automatically_and_other_config_is_refused(tiny_split, tmp_path):
+    run = tmp_path / "run"
+    train("seg_train.py", tiny_split, run, "--stop-after", "3")
+    config_before = (run / "config.yaml").read_text()
+    refused = train("seg_train.py", tiny_split, run, "--set", "loss.cls=2.0", check=False)
+    assert refused.returncode == 2 and "different config" in refused.stderr and "loss.cls" in refused.stderr
+    assert "Traceback" not in refused.stderr and (run / "config.yaml").read_text() == config_before
+    again = train("seg_train.py", tiny_split, run)
+    assert "from step 3" in again.stderr
+    forced = train("seg_train.py", tiny_split, run, "--force", "--iters", "3")
+    assert "resuming" not in forced.stderr and [r[0] for r in read_metrics(run)[1:]] == ["3"]
+
+
+def _one_line_error(proc, *needles):
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_errors_are_one_line(tiny_split, tmp_path):
+    _one_line_error(train("seg_train.py", tmp_path / "missing", tmp_path / "r1", check=False), "not found")
+    _one_line_error(train("seg_train.py", tiny_split, tmp_path / "r2", "--set", "train.nope=1", check=False),
+                    "train.nope")
+    _one_line_error(train("seg_train.py", tiny_split, tmp_path / "r3", "--set", "train.iters=x", check=False),
+                    "train.iters")
+    if not torch.cuda.is_available():
+        _one_line_error(train("cls_train.py", tiny_split, tmp_path / "r4", "--device", "cuda", check=False), "CUDA")
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_split, broken)
+    (broken / "train" / "4" / "labeled" / "labeled.txt").write_text("")
+    _one_line_error(train("seg_train.py", broken, tmp_path / "r5", check=False), "labeled.txt")
+    (broken / "test" / "labeled.txt").unlink()
+    _one_line_error(train("seg_train.py", broken, tmp_path / "r6", check=False), "test")
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    _one_line_error(train("seg_train.py", tiny_split, foreign, check=False), "not a Hermes run")
+    assert (foreign / "notes.txt").read_text() == "mine"
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_split, tmp_path):
+    from Code.engine.config import load_config
+    from Code.engine.trainer import Trainer
+    from Code.errors import UserError
+
+    config = load_config(SMOKE, overrides=[{"data": {"split": str(tiny_split), "labels": 4}}])
+    trainer = Trainer(config, tmp_path / "run", torch.device("cpu"))
+    assert trainer.fit(stop_after=3)["stopped"]
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(float("nan"))
+    with pytest.raises(UserError, match=r"non-finite loss term '\w+' at step 3"):
+        trainer.fit()
+    assert torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
+
+
+def test_torchrun_two_processes(tiny_split, tmp_path):
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(ROOT / "Code" / "seg_train.py"), "--config", SMOKE,
+           "--data", str(tiny_split), "--labels", "4", "--out", str(run), "--set", "train.iters=4", "eval.every=2"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=dict(ENV, OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert [r[0] for r in read_metrics(run)[1:]] == ["2", "4"]
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert len(state["rng"]) == 2 and not any(k.startswith("module.") for k in state["model"])
+    from Code.engine.checkpoint import load_model_from_checkpoint
+    model, config = load_model_from_checkpoint(run / "checkpoints" / "latest.pt")
+    assert config["task"] == "seg" and not model.training
