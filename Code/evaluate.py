@@ -29,10 +29,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
 
-CLASS_NAMES = ("benign", "malignant")
 TRUTH_BGR, PRED_BGR, BOTH_BGR = (0, 0, 255), (0, 200, 0), (0, 255, 255)  # red, green, yellow
+MIN_PANEL_WIDTH = 448
 PER_IMAGE_COLUMNS = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn")
 
 
@@ -81,8 +82,14 @@ def overlay_panel(gray: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray
     """The paper's figure style: the image (left) beside the overlay (right), with a caption bar on top.
 
     ``gray``: H×W uint8; ``pred`` and ``truth``: H×W {0, 1}. Ground truth only = red, prediction only = green,
-    both = yellow (filled at 45 % and outlined). Returns a BGR uint8 image (H + bar)×2W.
+    both = yellow (filled at 45 % and outlined). Returns a BGR uint8 image (H + bar)×2W, enlarged by an integer
+    factor (nearest) when 2W < 448 px so that the caption stays readable.
     """
+    factor = -(-MIN_PANEL_WIDTH // (2 * gray.shape[1]))  # enlarge small images so that the caption fits
+    if factor > 1:
+        up = lambda a: cv2.resize(a.astype(np.uint8), None, fx=factor, fy=factor,  # noqa: E731
+                                  interpolation=cv2.INTER_NEAREST)
+        gray, pred, truth = up(gray), up(pred), None if truth is None else up(truth)
     base = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
     legend = [("truth", TRUTH_BGR), ("prediction", PRED_BGR), ("overlap", BOTH_BGR)] if truth is not None \
         else [("prediction", PRED_BGR)]
@@ -127,13 +134,11 @@ class OverlayWriter:
     """``on_batch`` callback of ``evaluate_model`` that writes one overlay PNG per image."""
 
     def __init__(self, folder: Path):
-        from Code.data import denormalize
-
-        self.folder, self.denormalize = folder, denormalize
+        self.folder = folder
         folder.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch: Dict[str, Any]) -> None:
-        grays = (self.denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
+        grays = (denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
         for i, name in enumerate(batch["names"]):
             truth, pred = batch["masks"][i].numpy(), batch["pred_masks"][i].numpy()
             inter, total = int((truth & pred).sum()), int(truth.sum() + pred.sum())
@@ -213,9 +218,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from Code.data import SplitDataset
-    from Code.engine.evaluation import evaluate_model, summarize_metrics
-
     args = parse_args(argv)
     device = resolve_device(args.device)
     checkpoint, part = Path(args.checkpoint), Path(args.data)
@@ -225,6 +227,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"no labeled.txt in {part} (expected a split part such as SPLIT/test)")
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
                       args.force)
+    from Code.data import SplitDataset  # the heavy imports (smp, timm) only once the arguments are checked
+    from Code.engine.evaluation import evaluate_model, summarize_metrics
+
     model, config, step = load_model(checkpoint, device)
     dataset = SplitDataset(part, "eval", size=config["data"]["size"], in_channels=config["data"]["in_channels"])
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,

@@ -44,7 +44,8 @@ def run_state(folder: Path) -> str:
     return "new"
 
 
-def build_command(args: argparse.Namespace, method: str, labels: int, seed: int, folder: Path, resume: bool) -> List[str]:
+def build_command(args: argparse.Namespace, method: str, labels: int, seed: int, folder: Path,
+                  resume: bool) -> List[str]:
     """The argument list of one training subprocess."""
     cmd = [sys.executable, str(ENTRIES[args.entry]), "--config", args.config, "--method", method,
            "--labels", str(labels), "--seed", str(seed), "--out", str(folder)]

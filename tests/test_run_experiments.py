@@ -57,7 +57,8 @@ def test_dry_run_lists_grid_and_skips_finished(grid):
     assert len(lines) == 4
     assert "supervised_n8_s0: skip (finished)" in lines[0]
     assert "supervised_n8_s1: would run:" in lines[1] and "seg_train.py" in lines[1]
-    assert "--method supervised --labels 8 --seed 1" in lines[1] and "--iters 5 --set eval.every=2 log.every=1 train.amp=false" in lines[1]
+    assert "--method supervised --labels 8 --seed 1" in lines[1]
+    assert "--iters 5 --set eval.every=2 log.every=1 train.amp=false" in lines[1]
     assert "--resume" not in lines[1]
     assert "hermes_n8_s0: would run:" in lines[2]
     assert "hermes_n8_s1: would resume:" in lines[3] and lines[3].endswith("--resume auto")

@@ -70,7 +70,8 @@ def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
     scalars, images = scalar_tags(run)
     for term in ("seg_sup", "cls_sup", "total", *UNLABELED_TERMS):
         assert f"loss/{term}" in scalars, term
-    assert {"ssl/seg_acceptance/0", "ssl/cls_threshold/1", "lr/seg", "lr/cls", "eval/dice"} <= scalars, scalars
+    assert {"ssl/seg_keep_ratio", "ssl/cls_keep_ratio", "ssl/seg_threshold_0", "ssl/cls_threshold_1", "lr/seg",
+            "lr/cls", "eval/dice"} <= scalars, scalars
     assert any(t.startswith("bank/pixel_fill") for t in scalars)
     assert {"images/input", "images/pseudo", "images/keep", "images/entropy", "images/prediction"} <= images
 

@@ -5,8 +5,9 @@ Rule (per class c, independently; a group is a case, all of whose frames stay to
    whole-group image count closest to ``round(test_ratio · n_c)`` (ties → the smaller), filled by
    :func:`fill_exactly`; the other groups are train.
 2. labeled: the train groups in a seeded order ``default_rng([seed, 2, c])``; for the budgets N₁ < N₂ < … the
-   labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets).
-   Error if no set of whole groups gives exactly Nₖ/2 images.
+   labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets);
+   should whole groups make that impossible, the sets are chosen largest first instead, each an exact fill inside
+   the next larger one (:func:`nested_fill`). Error if neither gives exactly Nₖ/2 images for every k.
 :func:`fill_exactly` walks groups in order and takes a group when the rest of the target can still be met exactly
 by later groups (a subset-sum look-ahead), else skips it: exact whenever any choice of whole groups is.
 Output file names are the source names with whitespace and other unsafe characters replaced by ``_``
@@ -57,6 +58,32 @@ def fill_exactly(sizes: Sequence[int], target: int) -> Optional[List[int]]:
             chosen.append(i)
             remaining -= size
     return chosen
+
+
+def nested_fill(sizes: Sequence[int], targets: Sequence[int]) -> Optional[List[set]]:
+    """Nested position sets P_1 ⊆ P_2 ⊆ … with Σ sizes[P_k] = targets[k] (targets ascending), or None.
+
+    Forward: P_1 by :func:`fill_exactly`, then each P_k = P_(k−1) + an exact fill of the increment from the
+    positions not yet taken, in order. If that gets stuck, backward: P_K first, then each P_k an exact fill
+    inside P_(k+1), in order."""
+    forward, taken = [], set()
+    for target in targets:
+        free = [p for p in range(len(sizes)) if p not in taken]
+        picked = fill_exactly([sizes[p] for p in free], target - sum(sizes[p] for p in taken))
+        if picked is None:
+            break
+        taken = taken | {free[k] for k in picked}
+        forward.append(taken)
+    if len(forward) == len(targets):
+        return forward
+    backward, pool = [], list(range(len(sizes)))
+    for target in reversed(targets):
+        picked = fill_exactly([sizes[p] for p in pool], target)
+        if picked is None:
+            return None
+        pool = [pool[k] for k in picked]
+        backward.append(set(pool))
+    return backward[::-1]
 
 
 def closest_reachable(sizes: Sequence[int], target: int) -> int:
@@ -112,22 +139,17 @@ def _split_class(items, indices, label, budgets, seed, test_ratio) -> tuple:
     train_groups = [g for p, g in enumerate(order) if p not in test_pos]
     train = [i for g in train_groups for i in groups[g]]
     name = CLASS_NAMES[label]
-    labeled: Dict[int, List[int]] = {}
-    remaining = _seeded_order(train_groups, seed, 2, label)
-    chosen: List[str] = []
     for n in budgets:
         if n // 2 > len(train):
             raise UserError(f"--labels {n} needs {n // 2} labeled {name} images but the {name} train part has only "
                             f"{len(train)}, so N can be at most {2 * len(train)}")
-        need = n // 2 - sum(len(groups[g]) for g in chosen)
-        picked = fill_exactly([len(groups[g]) for g in remaining], need)
-        if picked is None:
-            raise UserError(f"--labels {n}: no choice of whole {name} cases gives exactly {n // 2} labeled images "
-                            f"on top of the smaller budgets; choose another N")
-        picked_set = set(picked)
-        chosen += [g for p, g in enumerate(remaining) if p in picked_set]
-        remaining = [g for p, g in enumerate(remaining) if p not in picked_set]
-        labeled[n] = [i for g in chosen for i in groups[g]]
+    ordered = _seeded_order(train_groups, seed, 2, label)
+    chosen = nested_fill([len(groups[g]) for g in ordered], [n // 2 for n in budgets])
+    if chosen is None:
+        raise UserError(f"--labels {' '.join(map(str, budgets))}: no nested choice of whole {name} cases gives "
+                        f"exactly N/2 labeled images for every N; choose other budgets")
+    labeled = {n: [i for p, g in enumerate(ordered) if p in positions for i in groups[g]]
+               for n, positions in zip(budgets, chosen)}
     return test, train, labeled
 
 

@@ -106,9 +106,9 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
     """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content.
     Everything is validated before `out` is touched; UserError on any bad input."""
     items = read_raw(dataset, root, group_regex, include_normal, csv_file)
+    masks = [merged_mask_png(item) for item in items]
     plan = plan_split(items, labels, seed, test_ratio)
     names = assign_names(items)
-    masks = [merged_mask_png(item) for item in items]
     out = Path(out)
     _prepare_out(out, Path(root), force)
     writer = _Writer(items, names, masks)

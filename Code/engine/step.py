@@ -133,7 +133,7 @@ def update_banks(out_l: Dict[str, Tensor], out_w: Dict[str, Tensor], label: Tens
         feats = torch.cat([out_l["image_embed"].detach(), out_w["image_embed"][keep]])
         ctx.banks["image"].enqueue(feats, torch.cat([label, pl["cls_pseudo"][keep]]))
     if "pixel" in ctx.banks:
-        sampled = ctx.pixel_loss.last_samples
+        sampled = ctx.pixel_loss.last_anchors
         if sampled is not None:
             ctx.banks["pixel"].enqueue(*sampled)
 

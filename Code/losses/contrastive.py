@@ -30,30 +30,41 @@ def weighted_supcon(
     bank_labels: Optional[torch.Tensor] = None,
     temperature: float = 0.07,
     base_temperature: float = 0.07,
+    num_classes: Optional[int] = None,
 ) -> torch.Tensor:
-    """L above for anchors A×D (labels A, weights A) and optional bank keys M×D (labels M, < 0 = empty slot).
+    """L above for anchors A×D (labels A, weights A) and optional bank keys M×D (labels M).
 
-    Computed in float32 (safe under autocast). Anchors with a negative label are dropped.
+    Labels outside [0, num_classes) mark empty bank slots (keys) or dropped anchors. ``num_classes=None`` takes
+    max label + 1 (one host sync). Σ_{j∈P(i)} s_ij is computed as a_i·(Σ_{y_j = y_i} k_j)/T − a_i·a_i/T from
+    per-class key sums (A×C×D work instead of more A×K passes). Computed in float32 (safe under autocast).
     """
     anchors = anchors.float()
     anchor_labels = anchor_labels.reshape(-1).long()
     num_anchors = anchors.shape[0]
-    if anchor_weights is None:
-        anchor_weights = torch.ones(num_anchors, device=anchors.device)
     keys, key_labels = anchors, anchor_labels
-    if bank_features is not None and bank_features.shape[0] > 0:
+    has_bank = bank_features is not None and bank_features.shape[0] > 0
+    if has_bank:
         keys = torch.cat([anchors, bank_features.detach().to(anchors.device, torch.float32)])
         key_labels = torch.cat([anchor_labels, bank_labels.reshape(-1).to(anchors.device, torch.long)])
-    logits = anchors @ keys.T / temperature  # A×K
-    not_self = ~torch.eye(num_anchors, keys.shape[0], dtype=torch.bool, device=anchors.device)
-    key_valid = not_self & (key_labels >= 0).unsqueeze(0)
-    logits = logits.masked_fill(~key_valid, _MASKED_LOGIT)
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    positive = key_valid & (anchor_labels.unsqueeze(1) == key_labels.unsqueeze(0))
-    num_positive = positive.sum(dim=1)
-    mean_log_prob_pos = torch.where(positive, log_prob, 0.0).sum(dim=1) / num_positive.clamp_min(1)
+    if num_classes is None:
+        num_classes = int(key_labels.max()) + 1 if key_labels.numel() else 1
+    classes = torch.arange(num_classes, device=anchors.device)
+    key_onehot = (key_labels.unsqueeze(1) == classes).float()  # K×C (all zero for invalid labels)
+    anchor_valid = (anchor_labels >= 0) & (anchor_labels < num_classes)
+    anchor_class = torch.where(anchor_valid, anchor_labels, 0)
+    scaled = anchors / temperature
+    logits = scaled @ keys.T  # A×K
+    if has_bank:
+        logits = logits + torch.where(key_onehot.sum(1) > 0, 0.0, _MASKED_LOGIT)  # empty slots are no keys
+    logits[:, :num_anchors].diagonal().fill_(_MASKED_LOGIT)  # no self-contrast
+    num_positive = (key_onehot.sum(0)[anchor_class] - 1.0) * anchor_valid
+    class_key_sums = key_onehot.T @ keys  # C×D
+    sum_logit_pos = (scaled * (class_key_sums[anchor_class] - anchors)).sum(dim=1)
+    mean_log_prob_pos = sum_logit_pos / num_positive.clamp_min(1.0) - torch.logsumexp(logits, dim=1)
     loss_per_anchor = -(temperature / base_temperature) * mean_log_prob_pos
-    weights = anchor_weights.reshape(-1).float() * ((num_positive > 0) & (anchor_labels >= 0)).float()
+    weights = (num_positive > 0).float()
+    if anchor_weights is not None:
+        weights = weights * anchor_weights.reshape(-1).float()
     return (weights * loss_per_anchor).sum() / weights.sum().clamp_min(1e-12)
 
 

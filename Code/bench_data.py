@@ -1,0 +1,137 @@
+"""Data-loading benchmark: Hermes' SplitDataset vs a naive loader doing the same work the public code's way.
+
+    python Code/bench.py data [--size 224] [--n 200] [--batch 8]
+
+Both run single-threaded (num_workers=0, one torch/OpenCV thread) over a small phantom split made in a temporary
+folder, for the three modes: labeled (image + mask, weak geometry), unlabeled (weak + strong view), eval (resize).
+The naive loader: PIL open, ``scipy.ndimage.zoom`` resize (bilinear image, nearest mask), ``ndimage.rotate`` and
+numpy flips for the geometry, numpy/scipy photometric ops for the strong view, per sample.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from Code.data import SplitDataset, normalize_to_tensor, read_labeled_list, read_unlabeled_list  # noqa: E402
+from Code.DataProcess.make_phantom import generate_phantom  # noqa: E402
+from Code.DataProcess.splitting import split_dataset  # noqa: E402
+from Code.errors import run_cli  # noqa: E402
+
+MODES = {"labeled": "train/{n}/labeled", "unlabeled": "train/{n}/unlabeled", "eval": "test"}
+
+
+class NaiveDataset(Dataset):
+    """Per-sample PIL + scipy.ndimage pipeline (the reference's style), same outputs as SplitDataset."""
+
+    def __init__(self, part_dir: Path, mode: str, size: int):
+        self.part_dir, self.mode, self.size = Path(part_dir), mode, size
+        if mode == "unlabeled":
+            self.entries = [(n, None, 0) for n in read_unlabeled_list(self.part_dir / "unlabeled.txt")]
+        else:
+            self.entries = read_labeled_list(self.part_dir / "labeled.txt")
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def _open(self, folder: str, name: str) -> np.ndarray:
+        from PIL import Image
+        with Image.open(self.part_dir / folder / name) as handle:
+            return np.array(handle.convert("L"), dtype=np.float32)
+
+    def _zoom(self, array: np.ndarray, order: int) -> np.ndarray:
+        from scipy import ndimage
+        h, w = array.shape
+        return ndimage.zoom(array, (self.size / h, self.size / w), order=order)
+
+    def _geometry(self, arrays, rng):
+        from scipy import ndimage
+        angle = rng.uniform(-10, 10)
+        flip = rng.random() < 0.5
+        out = []
+        for array, order in arrays:
+            array = ndimage.rotate(array, angle, order=order, reshape=False)
+            out.append(np.flip(array, axis=1).copy() if flip else array)
+        return out
+
+    def _photometric(self, image: np.ndarray, rng) -> np.ndarray:
+        from scipy import ndimage
+        x = image / 255.0
+        x = (x - x.mean()) * rng.uniform(0.7, 1.3) + x.mean() + rng.uniform(-0.15, 0.15)
+        x = np.clip(x, 0, 1) ** rng.uniform(0.7, 1.5)
+        x = x * (1 + rng.uniform(0.05, 0.3) * rng.standard_normal(x.shape))
+        x = ndimage.gaussian_filter(x, rng.uniform(0.3, 1.5))
+        return np.clip(x, 0, 1).astype(np.float32)
+
+    def __getitem__(self, index: int):
+        rng = np.random.default_rng(index)
+        name, mask_name, label = self.entries[index]
+        image = self._zoom(self._open("image", name), order=1)
+        if self.mode == "unlabeled":
+            (weak,) = self._geometry([(image, 1)], rng)
+            return normalize_to_tensor(weak / 255.0, 1), normalize_to_tensor(self._photometric(weak, rng), 1)
+        mask = (self._zoom(self._open("mask", mask_name), order=0) > 127).astype(np.int64)
+        if self.mode == "labeled":
+            image, mask = self._geometry([(image, 1), (mask.astype(np.float32), 0)], rng)
+        return normalize_to_tensor(image / 255.0, 1), torch.from_numpy(mask.astype(np.int64)), torch.tensor(label)
+
+
+def _images_per_second(dataset: Dataset, n: int, batch: int) -> float:
+    """Load `n` samples (cycling the dataset) through a DataLoader with num_workers=0."""
+    indices = [i % len(dataset) for i in range(n)]
+    loader = DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch, num_workers=0)
+    start = time.perf_counter()
+    for _ in loader:
+        pass
+    return n / (time.perf_counter() - start)
+
+
+def run_data_benchmark(args: argparse.Namespace) -> dict:
+    """{mode: {"hermes": img/s, "naive": img/s, "ratio": hermes / naive}} plus "size" and "n"."""
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    results = {"size": args.size, "n": args.n}
+    with tempfile.TemporaryDirectory(prefix="hermes_bench_data_") as tmp:
+        per_class = max(20, args.n // 2)
+        generate_phantom(Path(tmp) / "raw", n_benign=per_class, n_malignant=per_class, size=256, seed=0)
+        train_per_class = round(0.7 * per_class) - 4
+        split_dataset("sztus", Path(tmp) / "raw", Path(tmp) / "split", [train_per_class], seed=0)
+        for mode, pattern in MODES.items():
+            part = Path(tmp) / "split" / pattern.format(n=train_per_class)
+            fast = _images_per_second(SplitDataset(part, mode, size=args.size), args.n, args.batch)
+            naive = _images_per_second(NaiveDataset(part, mode, args.size), args.n, args.batch)
+            results[mode] = {"hermes": fast, "naive": naive, "ratio": fast / naive}
+    return results
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench.py data", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="output side")
+    parser.add_argument("--n", type=int, default=200, help="samples per mode and loader")
+    parser.add_argument("--batch", type=int, default=8)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    results = run_data_benchmark(args)
+    print(f"data loading, {args.size}x{args.size}, {args.n} samples per mode, num_workers=0, 1 thread")
+    print(f"{'mode':<11}{'hermes img/s':>14}{'naive img/s':>13}{'ratio':>8}")
+    for mode in MODES:
+        r = results[mode]
+        print(f"{mode:<11}{r['hermes']:>14.0f}{r['naive']:>13.0f}{r['ratio']:>7.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

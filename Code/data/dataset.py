@@ -1,0 +1,101 @@
+"""One Dataset over a part folder of the split layout, in three modes (DESIGN §5).
+
+- ``"labeled"``  reads ``part_dir/labeled.txt`` (files in ``part_dir/image``, ``part_dir/mask``), weak geometry →
+  ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``;
+- ``"unlabeled"`` reads ``part_dir/unlabeled.txt`` → ``(weak (C, S, S), strong (C, S, S))``: the same warped
+  pixels, the strong one photometrically distorted (so pixel (i, j) of both shows the same anatomy);
+- ``"eval"``     reads ``labeled.txt``, resize only (as :func:`Code.data.image_io.preprocess`) →
+  ``(image, mask, label, name)``.
+
+Reproducibility: every random draw of sample ``index`` comes from ``np.random.default_rng([seed, epoch, index])``
+(``set_epoch`` before creating the DataLoader iterator), never from a global RNG, so a (seed, epoch, index) gives
+the same tensors in any worker and after a resume.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from Code.data.image_io import load_gray, load_mask, normalize_to_tensor, resize_image, resize_mask
+from Code.data.lists import read_labeled_list, read_unlabeled_list
+from Code.data.transforms import photometric, resolve_aug, sample_geometry, warp_image, warp_mask
+from Code.errors import UserError
+
+MODES = ("labeled", "unlabeled", "eval")
+
+
+class SplitDataset(Dataset):
+    """Images (and masks, labels) of one split part; see the module docstring for the modes' outputs."""
+
+    def __init__(self, part_dir, mode: str, size: int = 224, in_channels: int = 1,
+                 aug: Optional[Mapping] = None, seed: int = 0):
+        if mode not in MODES:
+            raise UserError(f"dataset mode {mode!r} is not one of {', '.join(MODES)}")
+        if in_channels not in (1, 3):
+            raise UserError(f"in_channels must be 1 or 3, got {in_channels}")
+        if size < 8:
+            raise UserError(f"image size {size} is too small")
+        self.part_dir = Path(part_dir)
+        if not self.part_dir.is_dir():
+            raise UserError(f"split part folder not found: {self.part_dir}")
+        self.mode, self.size, self.in_channels, self.seed = mode, int(size), int(in_channels), int(seed)
+        self.aug = resolve_aug(aug)
+        self.epoch = 0
+        if mode == "unlabeled":
+            self.names = read_unlabeled_list(self.part_dir / "unlabeled.txt")
+            self.masks, self.labels = [], []
+        else:
+            entries = read_labeled_list(self.part_dir / "labeled.txt")
+            self.names = [image for image, _, _ in entries]
+            self.masks = [mask for _, mask, _ in entries]
+            self.labels = [label for _, _, label in entries]
+        self._check_files()
+
+    def _check_files(self) -> None:
+        for name in self.names:
+            if not (self.part_dir / "image" / name).is_file():
+                raise UserError(f"{self.part_dir}: listed image {name} not found in image/")
+        for name in self.masks:
+            if not (self.part_dir / "mask" / name).is_file():
+                raise UserError(f"{self.part_dir}: listed mask {name} not found in mask/")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the augmentation stream of `epoch` (call before iterating a DataLoader for that epoch)."""
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def _rng(self, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, self.epoch, index])
+
+    def _to_tensor(self, gray: np.ndarray) -> torch.Tensor:
+        return normalize_to_tensor(gray, self.in_channels)
+
+    def __getitem__(self, index: int):
+        if index < 0:
+            index += len(self)
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        image = load_gray(self.part_dir / "image" / self.names[index])
+        if self.mode == "unlabeled":
+            rng = self._rng(index)
+            matrix = sample_geometry(rng, self.aug, image.shape[:2], self.size)
+            weak = warp_image(image, matrix, self.size)
+            strong = photometric(weak, rng, self.aug)
+            return self._to_tensor(weak), self._to_tensor(strong)
+        mask = load_mask(self.part_dir / "mask" / self.masks[index])
+        if mask.shape != image.shape:
+            raise UserError(f"{self.part_dir}: mask {self.masks[index]} is {mask.shape[1]}x{mask.shape[0]} but "
+                            f"its image is {image.shape[1]}x{image.shape[0]}")
+        label = torch.tensor(self.labels[index], dtype=torch.int64)
+        if self.mode == "eval":
+            image, mask = resize_image(image, self.size), resize_mask(mask, self.size)
+            return self._to_tensor(image), torch.from_numpy(mask.astype(np.int64)), label, self.names[index]
+        matrix = sample_geometry(self._rng(index), self.aug, image.shape[:2], self.size)
+        image, mask = warp_image(image, matrix, self.size), warp_mask(mask, matrix, self.size)
+        return self._to_tensor(image), torch.from_numpy(mask.astype(np.int64)), label

@@ -1,0 +1,148 @@
+"""Figures of the README, drawn by the project itself into ``Assets/``.
+
+    python Code/make_figures.py architecture            # Assets/architecture.png  (the network, as built)
+    python Code/make_figures.py phantom [--raw DIR]     # Assets/phantom_samples.png (built-in data, with masks)
+    python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (test Dice / accuracy)
+"""
+import _bootstrap  # noqa: F401
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Optional, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
+
+from Code.errors import UserError, run_cli  # noqa: E402
+
+ASSETS = Path(__file__).resolve().parents[1] / "Assets"
+
+# (x, y, w, h, text, colour) of the architecture diagram, in axis units of a 16 x 7 canvas.
+BOXES = {
+    "img": (0.2, 3.0, 1.4, 1.0, "ultrasound\nimage", "#dddddd"),
+    "enc": (2.2, 2.6, 2.0, 1.8, "shared encoder\n(smp, resnet34)\nf1 … f5", "#9ecae1"),
+    "dec": (5.2, 4.6, 2.6, 1.4, "U-Net decoder\nd1 … d4", "#a1d99b"),
+    "seg": (9.0, 4.8, 2.0, 1.0, "seg logits\n2 × H × W", "#a1d99b"),
+    "cls": (5.2, 0.8, 2.6, 1.4, "classification branch\nconv blocks on f3 … f5", "#fdae6b"),
+    "ias": (5.6, 2.75, 1.8, 1.1, "IAS attention\nchannel + spatial", "#fdd0a2"),
+    "sal": (8.4, 2.75, 1.8, 1.1, "saliency (CAM)\n→ decoder at 1/4", "#c7e9c0"),
+    "gap": (9.0, 1.0, 2.0, 1.0, "GAP → cls logits\nbenign / malignant", "#fdae6b"),
+    "pix": (12.0, 5.6, 3.6, 0.9, "pixel projection (256-d, 1/8)\npixel contrast + bank", "#bcbddc"),
+    "imgp": (12.0, 0.3, 3.6, 0.9, "image projection (128-d)\nimage contrast + bank", "#bcbddc"),
+    "cons": (12.0, 2.95, 3.6, 1.1, "consistency projections\n1 − cos(g_seg, g_cls)", "#fcbba1"),
+}
+ARROWS = [("img", "enc"), ("enc", "dec"), ("enc", "cls"), ("dec", "seg"), ("dec", "ias"), ("ias", "cls"),
+          ("cls", "sal"), ("sal", "dec"), ("cls", "gap"), ("seg", "pix"), ("gap", "imgp"), ("seg", "cons"),
+          ("gap", "cons")]
+
+
+def _edge_points(a, b):
+    """Where the straight line between the centres of boxes ``a`` and ``b`` leaves ``a`` and enters ``b``."""
+    (xa, ya, wa, ha), (xb, yb, wb, hb) = BOXES[a][:4], BOXES[b][:4]
+    ca, cb = (xa + wa / 2, ya + ha / 2), (xb + wb / 2, yb + hb / 2)
+    dx, dy = cb[0] - ca[0], cb[1] - ca[1]
+
+    def reach(w, h):
+        return min(w / 2 / abs(dx) if dx else float("inf"), h / 2 / abs(dy) if dy else float("inf")) + 0.02
+
+    ta, tb = reach(wa + 0.1, ha + 0.1), reach(wb + 0.1, hb + 0.1)
+    return (ca[0] + dx * ta, ca[1] + dy * ta), (cb[0] - dx * tb, cb[1] - dy * tb)
+
+
+def draw_architecture(out: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(16, 7))
+    for x, y, w, h, text, colour in BOXES.values():
+        ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.05", fc=colour, ec="#333333"))
+        ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=10)
+    for a, b in ARROWS:
+        start, end = _edge_points(a, b)
+        ax.add_patch(FancyArrowPatch(start, end, arrowstyle="-|>", mutation_scale=14, color="#444444",
+                                     shrinkA=0, shrinkB=0))
+    ax.text(0.2, 6.6, "Hermes network as built in Code/models (weak view → dual-threshold pseudo-labels → strong "
+                      "view losses)", fontsize=12, weight="bold")
+    ax.set_xlim(0, 16)
+    ax.set_ylim(0, 7)
+    ax.axis("off")
+    return _save(fig, out)
+
+
+def draw_phantom(raw: Optional[Path], out: Path) -> Path:
+    import cv2
+    import numpy as np
+
+    if raw is None:
+        from Code.DataProcess.default_data import ensure_phantom_split
+
+        raw = Path(ensure_phantom_split()).parent / "phantom_raw"
+    fig, axes = plt.subplots(2, 6, figsize=(15, 5.4))
+    for row, cls in enumerate(("benign", "malignant")):
+        images = sorted((raw / cls / "image").glob("*.png"))[:6]
+        if not images:
+            raise UserError(f"no images under {raw / cls / 'image'}")
+        for ax, path in zip(axes[row], images):
+            image = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+            mask = cv2.imread(str(raw / cls / "mask" / path.name), cv2.IMREAD_GRAYSCALE)
+            rgb = np.dstack([image] * 3)
+            contours, _ = cv2.findContours((mask > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+            cv2.drawContours(rgb, contours, -1, (255, 60, 60), 1)
+            ax.imshow(rgb)
+            ax.set_title(f"{cls}: {path.stem}", fontsize=9)
+            ax.axis("off")
+    fig.suptitle("Built-in ultrasound phantom (lesion outline in red)")
+    return _save(fig, out)
+
+
+def draw_curves(runs: Sequence[Path], out: Path) -> Path:
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    for run in runs:
+        path = Path(run) / "metrics.csv"
+        if not path.is_file():
+            raise UserError(f"no metrics.csv in {run}")
+        with path.open() as handle:
+            rows = list(csv.DictReader(handle))
+        steps = [int(r["step"]) for r in rows]
+        for ax, key in zip(axes, ("dice", "accuracy")):
+            ax.plot(steps, [100 * float(r[key]) for r in rows], marker="o", label=Path(run).name)
+    for ax, title in zip(axes, ("test lesion Dice (%)", "test accuracy (%)")):
+        ax.set_title(title)
+        ax.set_xlabel("iteration")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
+def _save(fig, out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    print(f"wrote {out}")
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Draw the README's figures into Assets/.")
+    sub = parser.add_subparsers(dest="figure", required=True)
+    sub.add_parser("architecture").add_argument("--out", type=Path, default=ASSETS / "architecture.png")
+    phantom = sub.add_parser("phantom")
+    phantom.add_argument("--raw", type=Path, help="phantom raw folder (default: the built-in one)")
+    phantom.add_argument("--out", type=Path, default=ASSETS / "phantom_samples.png")
+    curves = sub.add_parser("curves")
+    curves.add_argument("runs", nargs="+", type=Path)
+    curves.add_argument("--out", type=Path, default=ASSETS / "training_curves.png")
+    args = parser.parse_args(argv)
+    if args.figure == "architecture":
+        draw_architecture(args.out)
+    elif args.figure == "phantom":
+        draw_phantom(args.raw, args.out)
+    else:
+        draw_curves(args.runs, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,190 @@
+"""data_split.py / splitting library: layout, counts, stratification, nesting, groups, determinism, errors."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from Code.data import read_labeled_list, read_unlabeled_list
+from Code.DataProcess.split_plan import closest_reachable, fill_exactly, nested_fill
+from Code.DataProcess.splitting import split_dataset
+from Code.errors import UserError
+
+SCRIPT = "Code/DataProcess/data_split.py"
+
+
+def _tree_bytes(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _groups(split: Path, names) -> set:
+    files = json.loads((split / "split.json").read_text())["files"]
+    return {files[name]["group"] for name in names}
+
+
+def test_layout_and_list_files(phantom_split, split_labels):
+    test = read_labeled_list(phantom_split / "test" / "labeled.txt")
+    for image, mask, _ in test:
+        assert (phantom_split / "test" / "image" / image).is_file() and (phantom_split / "test" / "mask" / mask).is_file()
+    for n in split_labels:
+        part = phantom_split / "train" / str(n)
+        labeled = read_labeled_list(part / "labeled" / "labeled.txt")
+        assert len(labeled) == n and sorted(l for *_, l in labeled) == [0] * (n // 2) + [1] * (n // 2)
+        for image in read_unlabeled_list(part / "unlabeled" / "unlabeled.txt"):
+            assert (part / "unlabeled" / "image" / image).is_file()
+        lines = (part / "labeled" / "labeled.txt").read_text().splitlines()
+        assert all(len(line.split(" ")) == 3 for line in lines)  # single spaces
+    mask = cv2.imread(str(phantom_split / "test" / "mask" / test[0][1]), cv2.IMREAD_UNCHANGED)
+    assert set(np.unique(mask)) <= {0, 255}
+
+
+def test_counts_stratification_and_nesting(phantom_split, split_labels, tiny_phantom_args):
+    record = json.loads((phantom_split / "split.json").read_text())
+    counts = record["counts"]
+    for cls, key in (("benign", "n_benign"), ("malignant", "n_malignant")):
+        total = tiny_phantom_args[key]
+        assert counts["test"][cls] + counts["train"][cls] == total
+        assert abs(counts["test"][cls] - 0.3 * total) <= 3  # whole groups of <= 4 frames
+    test_names = {i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")}
+    previous = set()
+    for n in split_labels:
+        part = phantom_split / "train" / str(n)
+        labeled = {i for i, _, _ in read_labeled_list(part / "labeled" / "labeled.txt")}
+        unlabeled = set(read_unlabeled_list(part / "unlabeled" / "unlabeled.txt"))
+        assert previous <= labeled, "budgets must be nested"
+        assert not labeled & unlabeled and not (labeled | unlabeled) & test_names
+        assert len(labeled | unlabeled) == counts["train"]["total"]
+        previous = labeled
+
+
+def test_groups_never_straddle_parts(phantom_split, split_labels):
+    test_groups = _groups(phantom_split, [i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")])
+    for n in split_labels:
+        part = phantom_split / "train" / str(n)
+        labeled = _groups(phantom_split, [i for i, _, _ in read_labeled_list(part / "labeled" / "labeled.txt")])
+        unlabeled = _groups(phantom_split, read_unlabeled_list(part / "unlabeled" / "unlabeled.txt"))
+        assert not labeled & unlabeled and not test_groups & (labeled | unlabeled)
+    assert all("-" in g and not g.endswith(".png") for g in test_groups)  # case ids like PH-0001
+
+
+def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, assert_one_line_error):
+    args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--seed", 0]
+    first = run_script(SCRIPT, *args, "--out", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert "train/10/labeled" in first.stdout and "malignant" in first.stdout
+    assert run_script(SCRIPT, *args, "--out", tmp_path / "b").returncode == 0
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    (tmp_path / "b" / "stale.txt").write_text("old")
+    assert_one_line_error(run_script(SCRIPT, *args, "--out", tmp_path / "b"), "not empty", "--force")
+    assert run_script(SCRIPT, *args, "--out", tmp_path / "b", "--force").returncode == 0
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    other = run_script(SCRIPT, *args[:-1], "6", "--out", tmp_path / "c")
+    assert other.returncode == 0 and _tree_bytes(tmp_path / "a") != _tree_bytes(tmp_path / "c")
+
+
+@pytest.mark.parametrize("argument, fragment", [(["--labels", "5"], "even"), (["--labels", "400"], "at most")])
+def test_cli_budget_errors(phantom_raw, tmp_path, run_script, assert_one_line_error, argument, fragment):
+    result = run_script(SCRIPT, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o", *argument)
+    assert_one_line_error(result, fragment)
+    assert not (tmp_path / "o").exists()
+
+
+def test_cli_missing_root(tmp_path, run_script, assert_one_line_error):
+    result = run_script(SCRIPT, "--dataset", "sztus", "--root", tmp_path / "nope", "--out", tmp_path / "o",
+                        "--labels", 4)
+    assert_one_line_error(result, "--root", "nope")
+
+
+def _small_raw(phantom_raw: Path, tmp_path: Path) -> Path:
+    """A copy of the tiny phantom to break on purpose."""
+    raw = tmp_path / "raw"
+    shutil.copytree(phantom_raw, raw)
+    return raw
+
+
+def _first_image(raw: Path, cls: str = "benign") -> Path:
+    return sorted((raw / cls / "image").iterdir())[0]
+
+
+def test_image_without_mask(phantom_raw, tmp_path):
+    raw = _small_raw(phantom_raw, tmp_path)
+    image = _first_image(raw)
+    (raw / "benign" / "mask" / image.name).unlink()
+    with pytest.raises(UserError, match=f"{image.name} has no mask"):
+        split_dataset("sztus", raw, tmp_path / "o", [4])
+
+
+def test_mask_of_another_size(phantom_raw, tmp_path):
+    raw = _small_raw(phantom_raw, tmp_path)
+    image = _first_image(raw, "malignant")
+    cv2.imwrite(str(raw / "malignant" / "mask" / image.name), np.zeros((10, 12), np.uint8))
+    with pytest.raises(UserError, match="is 12x10 but its image"):
+        split_dataset("sztus", raw, tmp_path / "o", [4])
+
+
+def test_unreadable_image(phantom_raw, tmp_path, run_script, assert_one_line_error):
+    raw = _small_raw(phantom_raw, tmp_path)
+    image = _first_image(raw)
+    image.write_bytes(b"not a png")
+    result = run_script(SCRIPT, "--dataset", "sztus", "--root", raw, "--out", tmp_path / "o", "--labels", 4)
+    assert_one_line_error(result, "cannot read image", image.name)
+
+
+def _write_csv(path: Path, rows) -> Path:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "mask", "label", "group"])
+        writer.writerows(rows)
+    return path
+
+
+def _csv_rows(raw: Path):
+    rows = []
+    for cls in ("benign", "malignant"):
+        for image in sorted((raw / cls / "image").iterdir()):
+            rows.append([f"{cls}/image/{image.name}", f"{cls}/mask/{image.name}", cls, image.stem.rsplit("-", 1)[0]])
+    return rows
+
+
+def test_csv_dataset_and_unknown_label(phantom_raw, tmp_path):
+    rows = _csv_rows(phantom_raw)
+    from_csv = split_dataset("csv", phantom_raw, tmp_path / "c", [4], csv_file=_write_csv(tmp_path / "l.csv", rows))
+    from_dirs = split_dataset("sztus", phantom_raw, tmp_path / "s", [4])
+    assert from_csv["counts"] == from_dirs["counts"]  # same groups, same seeded rule
+    rows[3][2] = "suspicious"
+    with pytest.raises(UserError, match="line 5: unknown label 'suspicious'"):
+        split_dataset("csv", phantom_raw, tmp_path / "d", [4], csv_file=_write_csv(tmp_path / "bad.csv", rows))
+
+
+def test_group_regex_override(phantom_raw, tmp_path):
+    record = split_dataset("sztus", phantom_raw, tmp_path / "o", [4], group_regex=r"^(PH-\d{4}-\d)$")
+    assert record["counts"]["test"]["groups"] == record["counts"]["test"]["total"]  # one group per image
+    with pytest.raises(UserError, match="does not match"):
+        split_dataset("sztus", phantom_raw, tmp_path / "p", [4], group_regex=r"^XY")
+
+
+def test_fill_exactly_prefers_order_and_detects_impossible():
+    assert fill_exactly([3, 3, 1, 2], 5) == [0, 3]  # 3 + 2; 3 + 1 would leave nothing that fits
+    assert fill_exactly([4, 4, 4], 6) is None
+    assert fill_exactly([2, 5, 1], 0) == []
+    assert closest_reachable([4, 4, 4], 6) == 4 and closest_reachable([4, 4, 4], 7) == 8
+
+
+def test_nested_fill_falls_back_to_largest_first():
+    # forward: {0} (size 2) for 2, then 3 more from [3, 3, 1, 1]... needs 3 → {1}; both exact
+    assert nested_fill([2, 3, 3, 1, 1], [2, 5]) == [{0}, {0, 1}]
+    # forward takes {0} (size 1) for 1, then needs 3 from [2, 2] → stuck; backward: 4 = {1, 2}? no → {0, 1, ...}
+    sizes = [1, 2, 2]
+    chosen = nested_fill(sizes, [1, 4])
+    assert chosen is None or all(sum(sizes[p] for p in s) == t for s, t in zip(chosen, [1, 4]))
+    assert nested_fill([3, 3], [2]) is None
+
+
+def test_budgets_impossible_with_whole_cases(phantom_raw, tmp_path):
+    with pytest.raises(UserError, match="no nested choice of whole"):
+        split_dataset("sztus", phantom_raw, tmp_path / "o", [4, 8])
