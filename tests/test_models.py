@@ -127,7 +127,7 @@ def test_segmentation_loss_does_not_reach_classifier_through_saliency(mode):
         assert _has_grad(net.cls_head) and _has_grad(net.cls_branch)
 
 
-def test_gradient_saliency_leaves_parameter_grads_alone_and_runs_without_grad_and_autocast():
+def test_gradient_saliency_leaves_parameter_grads_alone_and_runs_without_grad_inference_and_autocast():
     net = tiny_net(saliency=True, saliency_mode="gradient", shared_encoder=False)
     x = torch.randn(2, 1, 64, 64)
     out = net(x)
@@ -137,6 +137,10 @@ def test_gradient_saliency_leaves_parameter_grads_alone_and_runs_without_grad_an
     with torch.no_grad():
         quiet = net(x)
     assert not any(v.requires_grad for v in quiet.values())
+    with torch.inference_mode():
+        evaluated = net.eval()(torch.randn(2, 1, 64, 64))
+    assert evaluated["saliency"].amax(dim=(1, 2, 3)).allclose(torch.ones(2))
+    net.train()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         mixed = net(x)
     assert torch.isfinite(mixed["saliency"]).all() and mixed["saliency"].max() > 0

@@ -94,6 +94,8 @@ def test_final_selection_override_and_plot(runs, capsys, tmp_path):
     assert _table(text, "Accuracy (%)")[2] == ["supervised", "65.00 ± 7.07"]    # .70, .60
     assert "evaluation per run: final" in text
     assert plot.is_file() and plot.stat().st_size > 1000
+    assert report.main([str(runs / "seg"), "--include-incomplete", "--out", str(tmp_path / "r2")]) == 0
+    assert _table(capsys.readouterr().out, "Dice (%)")[3] == ["fixmatch", "n/a", "99.00 ± 0.00 (n=1)"]
 
 
 def test_config_select_per_run_and_single_run_folder(tmp_path, capsys):

@@ -74,25 +74,37 @@ def sample_tissue(rng: np.random.Generator) -> dict:
     ducts = [(_uniform(rng, 0.2, 0.8), _uniform(rng, 0.35, 0.8), _uniform(rng, 0.04, 0.1),
               _uniform(rng, 0.015, 0.035), _uniform(rng, -0.6, 0.6), _uniform(rng, -1.2, -0.4))
              for _ in range(int(rng.integers(0, 3)))]
+    for _ in range(int(rng.integers(1, 4))):  # lesion-like distractors: smaller, flatter, no posterior effect
+        rx = _uniform(rng, 0.03, 0.075)
+        ducts.append((_uniform(rng, 0.1, 0.9), _uniform(rng, 0.3, 0.72), rx, rx * _uniform(rng, 0.35, 0.8),
+                      _uniform(rng, -0.5, 0.5), _uniform(rng, -1.6, -0.35)))
     return {
         "skin": _uniform(rng, 0.03, 0.06), "fat": _uniform(rng, 0.14, 0.28), "muscle": _uniform(rng, 0.75, 0.92),
         "wave": [(_uniform(rng, 0.005, 0.025), _uniform(rng, 0.5, 2.5), _uniform(rng, 0, 2 * np.pi))
                  for _ in range(3)],
-        "fat_level": _uniform(rng, -0.9, -0.5), "gland_texture": _uniform(rng, 0.2, 0.45),
+        "fat_level": _uniform(rng, -0.9, -0.5), "gland_texture": _uniform(rng, 0.15, 0.5),
         "texture_grid": rng.standard_normal((10, 10)).astype(np.float32),
         "septa": [(_uniform(rng, 0.0, 1.0), _uniform(rng, 0.02, 0.06), _uniform(rng, 1.0, 4.0),
                    _uniform(rng, 0, 2 * np.pi)) for _ in range(int(rng.integers(1, 4)))],
         "lobules": lobules, "ducts": ducts,
         "attenuation": _uniform(rng, 0.3, 1.3), "dynamic_range": _uniform(rng, 45.0, 60.0),
-        "psf": (_uniform(rng, 0.8, 1.3), _uniform(rng, 1.6, 2.8)),
+        "psf": (_uniform(rng, 0.7, 1.5), _uniform(rng, 1.4, 3.4)),
     }
 
 
-def sample_case(rng: np.random.Generator, malignant: bool, faint_share: float = 0.3) -> CaseParams:
-    """Draw one case. Class features are overlapping distributions, never deterministic rules."""
+APPEARANCES = ("hypoechoic", "faint", "faint_rim")
+APPEARANCE_SHARES = (0.6, 0.25, 0.15)
+
+
+def sample_case(rng: np.random.Generator, malignant: bool) -> CaseParams:
+    """Draw one case. Class features are overlapping distributions, never deterministic rules.
+
+    Appearance (both classes alike): clearly hypoechoic (60 %), faint (25 %: −4.3 … −2.2 dB) or faint with an
+    echogenic rim that outlines a nearly isoechoic lesion (15 %)."""
     m = malignant
-    faint = rng.random() < faint_share
-    contrast = _uniform(rng, -0.5, -0.2) if faint else _uniform(rng, -2.0, -0.5)
+    appearance = APPEARANCES[int(rng.choice(len(APPEARANCES), p=APPEARANCE_SHARES))]
+    contrast = {"hypoechoic": (-2.0, -0.5), "faint": (-0.5, -0.25), "faint_rim": (-0.3, -0.1)}[appearance]
+    contrast = _uniform(rng, *contrast)
     shadow_or_enhance = rng.random()
     if m:
         posterior = _uniform(rng, -0.9, -0.2) if shadow_or_enhance < 0.55 else (
@@ -102,11 +114,13 @@ def sample_case(rng: np.random.Generator, malignant: bool, faint_share: float = 
             _uniform(rng, -0.5, -0.1) if shadow_or_enhance < 0.72 else 0.0)
     rim_draw = rng.random()
     rim = _uniform(rng, 0.2, 0.6) if rim_draw < 0.35 else 0.0
+    if appearance == "faint_rim":
+        rim = _uniform(rng, 0.45, 0.8)
     return CaseParams(
         malignant=m,
-        center=(_uniform(rng, 0.3, 0.7), _uniform(rng, 0.38, 0.58)),
-        radius=_uniform(rng, 0.06, 0.16),
-        aspect=float(np.exp(rng.normal(0.05, 0.28) if m else rng.normal(-0.3, 0.25))),
+        center=(_uniform(rng, 0.22, 0.78), _uniform(rng, 0.35, 0.62)),
+        radius=_uniform(rng, 0.045, 0.17),
+        aspect=float(np.exp(rng.normal(0.0, 0.3) if m else rng.normal(-0.25, 0.3))),
         tilt=_uniform(rng, -0.35, 0.35),
         radius_table=sample_radius_table(rng, m),
         edge_width=_uniform(rng, 1.5, 5.0) if m else _uniform(rng, 0.8, 2.5),

@@ -43,7 +43,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
     parser.add_argument("--stop-after", type=int, metavar="K",
                         help="save latest.pt and stop once step K is reached, as if interrupted (resume later)")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override any config key")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override any config key (repeatable)")
     return parser
 
 

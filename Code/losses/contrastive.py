@@ -2,13 +2,13 @@
 
 For anchors a_i (unit vectors, rows of the N·V views) with labels y_i and keys k_j = all anchors ∪ bank entries:
 
-    s_ij = a_i·k_j / T                        self-pair (j = i) excluded; bank entries with label < 0 excluded
+    s_ij = a_i·k_j / T                        self-pair (j = i) excluded; bank entries with label −1 excluded
     P(i) = {j ≠ i : y_j = y_i}                positives of anchor i (other views, other samples, bank entries)
     ℓ_i  = −(T / T_base) · (1/|P(i)|) · Σ_{j∈P(i)} [ s_ij − log Σ_{j'≠i} exp(s_ij') ]
     L    = Σ_i w_i·ℓ_i / Σ_i w_i              over anchors with w_i > 0 and |P(i)| ≥ 1
 
 Bank entries are contrast samples only, never anchors. When no anchor qualifies, L is a finite 0 that is still
-connected to the graph (its gradient is zero). No host synchronisation.
+connected to the graph (its gradient is zero). No host synchronisation when ``num_classes`` is given.
 """
 from __future__ import annotations
 
@@ -34,8 +34,8 @@ def weighted_supcon(
 ) -> torch.Tensor:
     """L above for anchors A×D (labels A, weights A) and optional bank keys M×D (labels M).
 
-    Labels outside [0, num_classes) mark empty bank slots (keys) or dropped anchors. ``num_classes=None`` takes
-    max label + 1 (one host sync). Σ_{j∈P(i)} s_ij is computed as a_i·(Σ_{y_j = y_i} k_j)/T − a_i·a_i/T from
+    A bank label outside [0, num_classes) marks an empty slot (not a key); an anchor label outside it drops the
+    anchor (no anchor, no positive; still a negative). ``num_classes=None`` takes max label + 1 (one host sync). Σ_{j∈P(i)} s_ij is computed as a_i·(Σ_{y_j = y_i} k_j)/T − a_i·a_i/T from
     per-class key sums (A×C×D work instead of more A×K passes). Computed in float32 (safe under autocast).
     """
     anchors = anchors.float()
@@ -55,7 +55,9 @@ def weighted_supcon(
     scaled = anchors / temperature
     logits = scaled @ keys.T  # A×K
     if has_bank:
-        logits = logits + torch.where(key_onehot.sum(1) > 0, 0.0, _MASKED_LOGIT)  # empty slots are no keys
+        key_bias = torch.where(key_onehot.sum(1) > 0, 0.0, _MASKED_LOGIT)
+        key_bias[:num_anchors] = 0.0
+        logits = logits + key_bias  # empty bank slots are no keys
     logits[:, :num_anchors].diagonal().fill_(_MASKED_LOGIT)  # no self-contrast
     num_positive = (key_onehot.sum(0)[anchor_class] - 1.0) * anchor_valid
     class_key_sums = key_onehot.T @ keys  # C×D
@@ -74,17 +76,20 @@ class SupConLoss(nn.Module):
     ``forward(features, labels, weights=None, bank_features=None, bank_labels=None)``:
         features: N×V×D unit vectors (V views of each sample, e.g. weak and strong); labels: N (long);
         weights: N (per-sample anchor weight, e.g. the dual-threshold keep mask; 0 drops the sample's anchors,
-        its views remain contrast samples); bank_features M×D, bank_labels M (extra keys, never anchors).
+        its views remain contrast samples); bank_features M×D, bank_labels M (extra keys, never anchors;
+        label −1 = empty slot, as ``MemoryBank.features(padded=True)`` gives).
+    ``num_classes`` (optional) saves the one host sync that finding the number of classes otherwise costs.
     Returns a 0-dim float32 tensor.
     """
 
-    def __init__(self, temperature: float = 0.07, base_temperature: float = 0.07):
+    def __init__(self, temperature: float = 0.07, base_temperature: float = 0.07, num_classes: Optional[int] = None):
         super().__init__()
         if temperature <= 0 or base_temperature <= 0:
             raise UserError(f"SupConLoss: temperature and base_temperature must be > 0, got {temperature}, "
                             f"{base_temperature}")
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature)
+        self.num_classes = num_classes
 
     def forward(self, features, labels, weights=None, bank_features=None, bank_labels=None) -> torch.Tensor:
         if features.dim() != 3:
@@ -98,4 +103,4 @@ class SupConLoss(nn.Module):
         anchor_labels = labels.reshape(-1).repeat(num_views)
         anchor_weights = None if weights is None else weights.reshape(-1).float().repeat(num_views)
         return weighted_supcon(anchors, anchor_labels, anchor_weights, bank_features, bank_labels,
-                               self.temperature, self.base_temperature)
+                               self.temperature, self.base_temperature, self.num_classes)

@@ -9,10 +9,10 @@ both resized (nearest) to h×w. A pixel is *hard* when label ≠ predict, *easy*
               (half hard, half easy; the short kind is filled from the other; all pixels if fewer than n_view)
     L       = SupCon over the sampled anchors (labels = their class), plus bank keys (never anchors)
 
-Sampling draws one uniform random key per pixel (``torch.rand`` with the ``generator`` passed to ``forward``, or
-the global torch RNG — the trainer seeds torch) and sorts pixels by (group, key), group = (image, class, hard);
-the first n_hard / n_easy of each group are taken. No Python loop over images, classes or pixels; one host sync
-(selecting the sampled pixels, whose number is data-dependent).
+Sampling draws one uniform random key per pixel (``torch.rand`` with the ``generator`` passed to ``forward``, which
+must live on the labels' device, or else the global torch RNG — the trainer seeds torch) and sorts the pixels by
+(group, key), group = (image, class, hard); the first n_hard / n_easy of each group are taken. No Python loop over
+images, classes or pixels; one host sync (selecting the sampled pixels, whose number is data-dependent).
 """
 from __future__ import annotations
 
@@ -112,5 +112,5 @@ class PixelContrastLoss(nn.Module):
         elif bank is not None:
             bank_feats, bank_labels = bank
         loss = weighted_supcon(feats, anchor_labels, None, bank_feats, bank_labels,
-                               self.temperature, self.base_temperature)
+                               self.temperature, self.base_temperature, self.num_classes)
         return loss

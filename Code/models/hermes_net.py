@@ -152,14 +152,21 @@ class HermesNet(nn.Module):
                                                create_graph=grad_enabled and not self.detach_saliency)
         return saliency.detach() if self.detach_saliency else saliency
 
+    @staticmethod
+    @contextlib.contextmanager
+    def _record_graph():
+        """Gradient saliency needs the classification path recorded even under no_grad or inference_mode
+        (e.g. for the weak view or at evaluation)."""
+        with torch.inference_mode(False), torch.enable_grad():
+            yield
+
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         self._check_input(x)
         grad_enabled = torch.is_grad_enabled()
         input_gradient = self.saliency and self.saliency_mode == "gradient"
-        # Gradient saliency needs the classification path recorded even under no_grad (e.g. the weak view).
-        with torch.enable_grad() if input_gradient else contextlib.nullcontext():
+        with self._record_graph() if input_gradient else contextlib.nullcontext():
             if input_gradient and not x.requires_grad:
-                x = x.detach().requires_grad_(True)
+                x = (x.clone() if x.is_inference() else x.detach()).requires_grad_(True)
             features = self.encoder(x)
             cls_features = features if self.cls_encoder is None else self.cls_encoder(x)
             s32, d16, d8 = self._decode_deep(features)
