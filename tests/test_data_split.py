@@ -188,3 +188,19 @@ def test_nested_fill_falls_back_to_largest_first():
 def test_budgets_impossible_with_whole_cases(phantom_raw, tmp_path):
     with pytest.raises(UserError, match="no nested choice of whole"):
         split_dataset("sztus", phantom_raw, tmp_path / "o", [4, 8])
+
+
+def test_ensure_phantom_split_generates_once_and_repairs(tmp_path, monkeypatch, tiny_phantom_args):
+    from Code.DataProcess import default_data
+    monkeypatch.setattr(default_data, "DEFAULT_PHANTOM", dict(tiny_phantom_args, n_benign=12, n_malignant=12))
+    monkeypatch.setattr(default_data, "LABEL_BUDGETS", (4,))
+    split = default_data.ensure_phantom_split(tmp_path / "cache")
+    assert split == tmp_path / "cache" / "phantom_split" and (split / "train" / "4" / "labeled").is_dir()
+    marker = split / "split.json"
+    stamp = marker.stat().st_mtime_ns
+    assert default_data.ensure_phantom_split(tmp_path / "cache") == split
+    assert marker.stat().st_mtime_ns == stamp  # complete: nothing regenerated
+    marker.unlink()  # an interrupted split has no marker
+    (split / "test" / "labeled.txt").unlink()
+    default_data.ensure_phantom_split(tmp_path / "cache")
+    assert marker.is_file() and (split / "test" / "labeled.txt").is_file()

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from Code.errors import UserError
 from Code.losses import (MemoryBank, PixelContrastLoss, SupConLoss, dual_threshold_mask, inter_task_consistency,
                          masked_cross_entropy, masked_dice_loss, sample_pixel_anchors, seg_supervised_loss,
-                         sigmoid_rampup)
+                         sigmoid_rampup, weighted_supcon)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,6 +130,27 @@ def test_supcon_matches_direct_formula_with_weights_and_bank():
     assert got_padded.item() == pytest.approx(expected_b, rel=1e-5)
 
 
+def test_supcon_gradient_matches_numerical_gradient():
+    gen = torch.Generator().manual_seed(0)
+    anchors = F.normalize(torch.randn(7, 4, dtype=torch.float64, generator=gen), dim=1).requires_grad_()
+    bank = F.normalize(torch.randn(3, 4, dtype=torch.float64, generator=gen), dim=1)
+    labels, bank_labels = torch.tensor([0, 1, 0, 2, 1, -1, 0]), torch.tensor([1, -1, 2])
+    weights = torch.rand(7, dtype=torch.float64, generator=gen)
+    for extra in ({}, {"bank_features": bank, "bank_labels": bank_labels}):
+        assert torch.autograd.gradcheck(
+            lambda a: weighted_supcon(a, labels, weights, temperature=0.5, base_temperature=0.5, num_classes=3,
+                                      **extra), (anchors,))
+
+
+def test_supcon_runs_in_float32_under_autocast():
+    features = F.normalize(torch.randn(6, 2, 16), dim=2).bfloat16()
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = SupConLoss()(features, labels)
+    assert mixed.dtype == torch.float32
+    assert mixed.item() == pytest.approx(SupConLoss()(features.float(), labels).item(), rel=1e-6)
+
+
 def test_supcon_returns_connected_zero_when_no_anchor_qualifies():
     features = F.normalize(torch.randn(3, 1, 4), dim=2).requires_grad_()
     loss = SupConLoss()(features, torch.tensor([0, 1, 2]))  # one view, all labels distinct: no positives
@@ -201,6 +222,13 @@ def test_pixel_contrast_equals_supcon_of_sampled_anchors_and_bank_forms_agree():
                            generator=torch.Generator().manual_seed(3))
     assert with_bank.item() == pytest.approx(with_tuple.item(), rel=1e-5)
     assert with_bank.item() != pytest.approx(loss.item())
+
+    # the trainer enqueues the new anchors before it calls backward: that must not break the saved bank
+    embed.requires_grad_()
+    loss = criterion(embed, labels, predict, bank=bank)
+    bank.enqueue(*criterion.last_anchors)
+    loss.backward()
+    assert torch.isfinite(embed.grad).all()
 
 
 # ------------------------------------------------------------------------------------- consistency, supervised

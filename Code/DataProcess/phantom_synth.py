@@ -105,13 +105,13 @@ def sample_case(rng: np.random.Generator, malignant: bool) -> CaseParams:
     appearance = APPEARANCES[int(rng.choice(len(APPEARANCES), p=APPEARANCE_SHARES))]
     contrast = {"hypoechoic": (-2.0, -0.5), "faint": (-0.5, -0.25), "faint_rim": (-0.3, -0.1)}[appearance]
     contrast = _uniform(rng, *contrast)
-    shadow_or_enhance = rng.random()
+    posterior_draw = rng.random()  # malignant: mostly shadowing; benign: mostly enhancement; both can be either
     if m:
-        posterior = _uniform(rng, -0.9, -0.2) if shadow_or_enhance < 0.55 else (
-            _uniform(rng, 0.1, 0.4) if shadow_or_enhance < 0.7 else 0.0)
+        posterior = _uniform(rng, -1.1, -0.35) if posterior_draw < 0.65 else (
+            _uniform(rng, 0.1, 0.4) if posterior_draw < 0.75 else 0.0)
     else:
-        posterior = _uniform(rng, 0.15, 0.6) if shadow_or_enhance < 0.6 else (
-            _uniform(rng, -0.5, -0.1) if shadow_or_enhance < 0.72 else 0.0)
+        posterior = _uniform(rng, 0.2, 0.7) if posterior_draw < 0.6 else (
+            _uniform(rng, -0.5, -0.15) if posterior_draw < 0.72 else 0.0)
     rim_draw = rng.random()
     rim = _uniform(rng, 0.2, 0.6) if rim_draw < 0.35 else 0.0
     if appearance == "faint_rim":
@@ -129,7 +129,8 @@ def sample_case(rng: np.random.Generator, malignant: bool) -> CaseParams:
         heterogeneity_grid=rng.standard_normal((5, 5)).astype(np.float32),
         rim=rim,
         posterior=posterior,
-        calcifications=int(rng.integers(2, 12)) if (rng.random() < (0.5 if m else 0.08)) else 0,
+        calcifications=(int(rng.integers(3, 15)) if m else int(rng.integers(1, 4)))
+        if rng.random() < (0.55 if m else 0.08) else 0,
         tissue=sample_tissue(rng),
     )
 

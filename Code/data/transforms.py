@@ -5,7 +5,8 @@ D the resize to S×S (stretch, as at evaluation), F an optional horizontal flip,
 t a shift, c the output centre; applied with ONE ``cv2.warpAffine`` per array (bilinear for images, nearest for
 masks). No vertical flips and no anisotropic scaling: depth direction and the taller-than-wide shape are
 diagnostic in ultrasound. The strong view is the weak view (same warped pixels) passed through photometric ops on
-x ∈ [0, 1]: brightness/contrast x' = (x − x̄)·c + x̄ + b, gamma x^γ, depth gain x·(1 + g·(y − ½)), speckle
+x ∈ [0, 1]: brightness/contrast x' = (x − x̄)·c + x̄ + b and gamma x^γ (pointwise: one 256-entry lookup table on
+the uint8 pixels), depth gain x·(1 + g·(y − ½)), speckle
 x·(1 + σ·n) with n ~ N(0, 1), Gaussian blur, optional cutout; each with its own probability.
 
 Every draw comes from the ``numpy.random.Generator`` passed in (the dataset makes it from (seed, epoch, index)),
@@ -95,9 +96,20 @@ def warp_mask(mask: np.ndarray, matrix: np.ndarray, size: int) -> np.ndarray:
     return cv2.warpAffine(mask, matrix, (size, size), flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT)
 
 
+def _pointwise_lut(image: np.ndarray, aug: dict, use_color: bool, use_gamma: bool, brightness: float,
+                   contrast: float, gamma: float) -> np.ndarray:
+    """Brightness/contrast then gamma as one 256-entry float32 table (both are pointwise on a uint8 image)."""
+    levels = np.arange(256, dtype=np.float32) / 255.0
+    if use_color:
+        mean = float(cv2.mean(image)[0]) / 255.0
+        levels = (levels - mean) * contrast + mean + brightness
+    if use_gamma:
+        levels = np.power(np.clip(levels, 0.0, 1.0), gamma)
+    return levels.astype(np.float32)
+
+
 def photometric(image: np.ndarray, rng: np.random.Generator, aug: dict) -> np.ndarray:
     """Strong-view photometric distortion of a (S, S) uint8 image → float32 in [0, 1]; geometry untouched."""
-    x = image.astype(np.float32) * (1.0 / 255.0)
     draws = rng.random(6)
     brightness = rng.uniform(-aug["brightness"], aug["brightness"])
     contrast = rng.uniform(1.0 - aug["contrast"], 1.0 + aug["contrast"])
@@ -107,22 +119,21 @@ def photometric(image: np.ndarray, rng: np.random.Generator, aug: dict) -> np.nd
     blur_sigma = rng.uniform(*aug["blur_sigma"])
     cut_side = rng.uniform(*aug["cutout_size"])
     cut_centre = rng.random(2)
-    if not aug["photometric"]:
+    on = aug["photometric"]
+    lut = _pointwise_lut(image, aug, on and draws[0] < aug["color_p"], on and draws[1] < aug["gamma_p"],
+                         brightness, contrast, gamma)
+    x = cv2.LUT(image, lut)
+    if not on:
         return x
-    if draws[0] < aug["color_p"]:
-        mean = float(x.mean())
-        x = (x - mean) * contrast + mean + brightness
-    if draws[1] < aug["gamma_p"]:
-        x = np.power(np.clip(x, 0.0, 1.0), gamma)
     if draws[2] < aug["gain_p"]:
         depth = np.linspace(-0.5, 0.5, x.shape[0], dtype=np.float32)[:, None]
-        x = x * (1.0 + gain * depth)
+        x *= 1.0 + gain * depth
     if draws[3] < aug["speckle_p"]:
-        x = x * (1.0 + speckle_sigma * rng.standard_normal(x.shape, dtype=np.float32))
+        x *= 1.0 + speckle_sigma * rng.standard_normal(x.shape, dtype=np.float32)
     if draws[4] < aug["blur_p"] and blur_sigma > 0:
         x = cv2.GaussianBlur(x, (0, 0), sigmaX=blur_sigma)
     if draws[5] < aug["cutout_p"]:
         side = max(1, int(cut_side * x.shape[0]))
         y0, x0 = (cut_centre * (np.array(x.shape) - side)).astype(int)
         x[y0:y0 + side, x0:x0 + side] = 0.0
-    return np.clip(x, 0.0, 1.0).astype(np.float32, copy=False)
+    return np.clip(x, 0.0, 1.0, out=x)

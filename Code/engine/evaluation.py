@@ -21,7 +21,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.metrics import get_stats
-from sklearn.metrics import roc_auc_score
 
 METRIC_KEYS: Tuple[str, ...] = ("dice", "dice_global", "iou", "accuracy", "sensitivity", "specificity", "f1", "auc")
 RECORD_KEYS: Tuple[str, ...] = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn")
@@ -147,6 +146,8 @@ def summarize_metrics(records: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     ctn = int(np.sum((preds == 0) & (labels == 0)))
     cfp = int(np.sum((preds == 1) & (labels == 0)))
     cfn = int(np.sum((preds == 0) & (labels == 1)))
+    from sklearn.metrics import roc_auc_score  # imported here: scikit-learn takes seconds to import
+
     auc = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else math.nan
     return {
         "dice": float(np.mean([r["dice"] for r in records])),

@@ -68,7 +68,7 @@ class StepContext:
             banks["pixel"] = MemoryBank(2, c["pixel_bank_size"], m["pixel_embed_dim"])
         pixel = PixelContrastLoss(temperature=c["temperature"], max_samples=c["max_samples"],
                                   max_views=c["max_views"], ignore_index=-1, min_pixels=c["min_pixels"])
-        return cls(config, switches, SupConLoss(temperature=c["temperature"]), pixel, banks.to(device))
+        return cls(config, switches, SupConLoss(temperature=c["temperature"], num_classes=2), pixel, banks.to(device))
 
 
 def _float(out: Dict[str, Tensor]) -> Dict[str, Tensor]:
@@ -113,7 +113,7 @@ def contrast_terms(out_l: Dict[str, Tensor], out_w: Dict[str, Tensor], out_s: Di
     sw, banks = ctx.switches, ctx.banks
     if sw.image_contrast:
         feats = torch.stack([out_w["image_embed"].detach(), out_s["image_embed"]], dim=1)
-        bank = banks["image"].features() if "image" in banks else (None, None)
+        bank = banks["image"].features(padded=True) if "image" in banks else (None, None)
         terms["image_contrast"] = ctx.supcon(feats, pl["cls_pseudo"], weights=pl["cls_keep"].float(),
                                              bank_features=bank[0], bank_labels=bank[1])
     if sw.pixel_contrast:

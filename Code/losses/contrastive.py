@@ -22,6 +22,42 @@ from Code.errors import UserError
 _MASKED_LOGIT = -1e9  # finite "minus infinity": a fully masked row stays finite (no NaN in forward or backward)
 
 
+class _LogSumExpOverKeys(torch.autograd.Function):
+    """lse_i = log Σ_{j≠i} exp(s_ij + bias_j), s = A·Kᵀ/T, keys K = [A; bank]: A×D (+ M×D) → A.
+
+    Hand-written backward: with W = softmax(s + bias)·g/T (the softmax is kept from the forward, computed in
+    place), ∂/∂A = (W_AA + W_AAᵀ)·A + W_AB·bank; fewer A×K passes than autograd's logsumexp. The bank gets no
+    gradient.
+    """
+
+    @staticmethod
+    def forward(ctx, anchors, bank, bank_bias, temperature):
+        num_anchors = anchors.shape[0]
+        keys = anchors if bank is None else torch.cat([anchors, bank])
+        logits = (anchors / temperature) @ keys.T  # A×K
+        if bank is not None:
+            logits[:, num_anchors:] += bank_bias
+        logits[:, :num_anchors].diagonal().fill_(_MASKED_LOGIT)
+        row_max = logits.amax(dim=1, keepdim=True)
+        softmax = logits.sub_(row_max).exp_()
+        total = softmax.sum(dim=1, keepdim=True)
+        softmax.div_(total)
+        ctx.save_for_backward(anchors, anchors.new_empty(0, anchors.shape[1]) if bank is None else bank, softmax)
+        ctx.temperature = temperature
+        return (row_max + total.log()).squeeze(1)
+
+    @staticmethod
+    def backward(ctx, grad_lse):
+        anchors, bank, softmax = ctx.saved_tensors
+        num_anchors = anchors.shape[0]
+        weights = softmax * (grad_lse / ctx.temperature).unsqueeze(1)
+        anchor_weights = weights[:, :num_anchors]
+        grad = torch.addmm(anchor_weights.T @ anchors, anchor_weights, anchors)  # cheaper than adding Wᵀ first
+        if bank.shape[0] > 0:
+            grad = grad.addmm_(weights[:, num_anchors:], bank)
+        return grad, None, None, None
+
+
 def weighted_supcon(
     anchors: torch.Tensor,
     anchor_labels: torch.Tensor,
@@ -35,38 +71,49 @@ def weighted_supcon(
     """L above for anchors A×D (labels A, weights A) and optional bank keys M×D (labels M).
 
     A bank label outside [0, num_classes) marks an empty slot (not a key); an anchor label outside it drops the
-    anchor (no anchor, no positive; still a negative). ``num_classes=None`` takes max label + 1 (one host sync). Σ_{j∈P(i)} s_ij is computed as a_i·(Σ_{y_j = y_i} k_j)/T − a_i·a_i/T from
-    per-class key sums (A×C×D work instead of more A×K passes). Computed in float32 (safe under autocast).
+    anchor (no anchor, no positive; still a negative). ``num_classes=None`` takes max label + 1 (one host sync).
+    Σ_{j∈P(i)} s_ij is computed as a_i·(Σ_{y_j = y_i} k_j)/T − a_i·a_i/T from per-class key sums (A×C×D work
+    instead of more A×K passes). Computed in float32 (half-precision inputs too, autocast switched off).
     """
-    anchors = anchors.float()
-    anchor_labels = anchor_labels.reshape(-1).long()
-    num_anchors = anchors.shape[0]
-    keys, key_labels = anchors, anchor_labels
+    if anchors.dtype in (torch.float16, torch.bfloat16):
+        anchors = anchors.float()
+    if anchors.shape[0] == 0:
+        return anchors.sum() * 0.0
+    with torch.autocast(anchors.device.type, enabled=False):  # autocast would run the products in half precision
+        return _weighted_supcon(anchors, anchor_labels.reshape(-1).long(), anchor_weights, bank_features,
+                                bank_labels, temperature, base_temperature, num_classes)
+
+
+def _weighted_supcon(anchors, anchor_labels, anchor_weights, bank_features, bank_labels, temperature,
+                     base_temperature, num_classes):
+    """weighted_supcon for float anchors (A ≥ 1) and long labels, autocast off."""
     has_bank = bank_features is not None and bank_features.shape[0] > 0
+    bank = bank_labels_ = None
     if has_bank:
-        keys = torch.cat([anchors, bank_features.detach().to(anchors.device, torch.float32)])
-        key_labels = torch.cat([anchor_labels, bank_labels.reshape(-1).to(anchors.device, torch.long)])
+        bank = bank_features.detach().to(anchors.device, anchors.dtype)
+        bank_labels_ = bank_labels.reshape(-1).to(anchors.device, torch.long)
     if num_classes is None:
-        num_classes = int(key_labels.max()) + 1 if key_labels.numel() else 1
+        num_classes = int(anchor_labels.max() if bank is None else torch.cat([anchor_labels, bank_labels_]).max()) + 1
     classes = torch.arange(num_classes, device=anchors.device)
-    key_onehot = (key_labels.unsqueeze(1) == classes).float()  # K×C (all zero for invalid labels)
-    anchor_valid = (anchor_labels >= 0) & (anchor_labels < num_classes)
-    anchor_class = torch.where(anchor_valid, anchor_labels, 0)
-    scaled = anchors / temperature
-    logits = scaled @ keys.T  # A×K
+    anchor_onehot = (anchor_labels.unsqueeze(1) == classes).to(anchors.dtype)  # A×C, zero rows if invalid
+    class_key_sums, class_counts = anchor_onehot.T @ anchors, anchor_onehot.sum(0)  # C×D, C
+    bank_bias = None
     if has_bank:
-        key_bias = torch.where(key_onehot.sum(1) > 0, 0.0, _MASKED_LOGIT)
-        key_bias[:num_anchors] = 0.0
-        logits = logits + key_bias  # empty bank slots are no keys
-    logits[:, :num_anchors].diagonal().fill_(_MASKED_LOGIT)  # no self-contrast
-    num_positive = (key_onehot.sum(0)[anchor_class] - 1.0) * anchor_valid
-    class_key_sums = key_onehot.T @ keys  # C×D
-    sum_logit_pos = (scaled * (class_key_sums[anchor_class] - anchors)).sum(dim=1)
-    mean_log_prob_pos = sum_logit_pos / num_positive.clamp_min(1.0) - torch.logsumexp(logits, dim=1)
+        bank_onehot = (bank_labels_.unsqueeze(1) == classes).to(anchors.dtype)
+        class_key_sums = class_key_sums + bank_onehot.T @ bank
+        class_counts = class_counts + bank_onehot.sum(0)
+        bank_bias = torch.where(bank_onehot.sum(1) > 0, 0.0, _MASKED_LOGIT).to(anchors.dtype)
+    log_denominator = _LogSumExpOverKeys.apply(anchors, bank, bank_bias, temperature)
+    anchor_valid = anchor_onehot.sum(1) > 0
+    anchor_class = torch.where(anchor_valid, anchor_labels, 0)
+    num_positive = (class_counts[anchor_class] - 1.0) * anchor_valid
+    anchor_dot_class_sums = ((anchors @ class_key_sums.T) * anchor_onehot).sum(dim=1)  # a_i·S_{y_i}, no gather
+    sum_logit_pos = (anchor_dot_class_sums - (anchors * anchors).sum(dim=1)) / temperature
+    mean_log_prob_pos = sum_logit_pos / num_positive.clamp_min(1.0) - log_denominator
     loss_per_anchor = -(temperature / base_temperature) * mean_log_prob_pos
-    weights = (num_positive > 0).float()
+    weights = (num_positive > 0).to(anchors.dtype)
     if anchor_weights is not None:
-        weights = weights * anchor_weights.reshape(-1).float()
+        weights = weights * anchor_weights.reshape(-1).to(anchors.dtype)
     return (weights * loss_per_anchor).sum() / weights.sum().clamp_min(1e-12)
 
 

@@ -89,10 +89,11 @@ class MemoryBank(nn.Module):
 
         ``padded=True`` returns all C·S slots with label −1 for empty ones (fixed shape, no host sync; the
         contrastive losses ignore keys with a negative label). ``padded=False`` selects the filled ones (one sync).
+        Either way the features are a copy: an ``enqueue`` before the loss's backward must not change them.
         """
         slots = torch.arange(self.size, device=self.queue.device)
         is_filled = slots.unsqueeze(0) < self.filled.unsqueeze(1)  # C×S
         labels = torch.arange(self.num_classes, device=self.queue.device).unsqueeze(1).expand(-1, self.size)
         if padded:
-            return self.queue.reshape(-1, self.dim), torch.where(is_filled, labels, -1).reshape(-1)
+            return self.queue.reshape(-1, self.dim).clone(), torch.where(is_filled, labels, -1).reshape(-1)
         return self.queue[is_filled], labels[is_filled]
