@@ -30,7 +30,8 @@ def _groups(split: Path, names) -> set:
 def test_layout_and_list_files(phantom_split, split_labels):
     test = read_labeled_list(phantom_split / "test" / "labeled.txt")
     for image, mask, _ in test:
-        assert (phantom_split / "test" / "image" / image).is_file() and (phantom_split / "test" / "mask" / mask).is_file()
+        assert (phantom_split / "test" / "image" / image).is_file()
+        assert (phantom_split / "test" / "mask" / mask).is_file()
     for n in split_labels:
         part = phantom_split / "train" / str(n)
         labeled = read_labeled_list(part / "labeled" / "labeled.txt")

@@ -1,6 +1,6 @@
 """Check that the built-in phantom is worth semi-supervised learning (numbers for docs/phantom.md).
 
-    python Code/DataProcess/calibrate_phantom.py [--size 128] [--iters 400] [--batch 8] [--threads 1]
+    python Code/DataProcess/calibrate_phantom.py [--size 128] [--iters 300] [--batch 8] [--threads 1]
 
 1. generates the default phantom and splits it with two budgets: ~10 % of the train images and all of them
    (N = 2 · min per-class train count);
@@ -144,7 +144,7 @@ def budgets_for(raw: Path, seed: int) -> tuple:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--size", type=int, default=128, help="training/test input side")
-    parser.add_argument("--iters", type=int, default=400)
+    parser.add_argument("--iters", type=int, default=300)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0, help="phantom, split and training seed")
     parser.add_argument("--threads", type=int, default=1)

@@ -3,7 +3,8 @@
 Image model, per frame of size S×S (rows = depth y, columns = lateral x, coordinates in units of S):
 
 1. log-reflectivity map L(y, x): tissue layers (skin, fat with Cooper ligaments and fat lobules, glandular tissue
-   with smooth texture, muscle with striations), a hypoechoic lesion (soft-edged polar shape
+   with smooth texture, ducts and small lesion-like hypoechoic distractors, muscle with striations), a lesion
+   (clearly hypoechoic, faint, or faint with an echogenic rim) (soft-edged polar shape
    ρ < r(θ) = r_ellipse(θ) · (1 + Σ_k c_k cos(kθ + φ_k)) + spicules), internal heterogeneity, rim (capsule/halo),
    calcifications and a posterior column below the lesion (enhancement > 0 or shadowing < 0 in L);
 2. scatterers z = exp(L) · (n_re + i n_im), n ~ N(0, 1) white, plus a few bright point scatterers;
@@ -68,7 +69,8 @@ def sample_radius_table(rng: np.random.Generator, malignant: bool) -> np.ndarray
 
 
 def sample_tissue(rng: np.random.Generator) -> dict:
-    """Layer depths, textures and distractors of one case (fat lobules, a duct-like hypoechoic band)."""
+    """Layer depths, textures and distractors of one case: fat lobules, duct-like bands and small, flat,
+    lesion-like hypoechoic blobs (no posterior effect) that a segmenter must learn to ignore."""
     lobules = [(_uniform(rng, 0.0, 1.0), _uniform(rng, 0.03, 0.06), _uniform(rng, 0.02, 0.035),
                 _uniform(rng, -0.5, -0.3)) for _ in range(int(rng.integers(2, 6)))]
     ducts = [(_uniform(rng, 0.2, 0.8), _uniform(rng, 0.35, 0.8), _uniform(rng, 0.04, 0.1),
@@ -159,8 +161,6 @@ def _soft_ellipse(log_map: np.ndarray, cx: float, cy: float, rx: float, ry: floa
     r = max(rx, ry)
     x0, x1 = max(int((cx - r) * size) - 2, 0), min(int((cx + r) * size) + 3, size)
     y0, y1 = max(int((cy - r) * size) - 2, 0), min(int((cy + r) * size) + 3, size)
-    if x0 >= x1 or y0 >= y1:
-        return
     ys, xs = _grid(size)
     dx, dy = xs[:, x0:x1] - cx, ys[y0:y1] - cy
     c, s = np.cos(angle), np.sin(angle)
@@ -186,8 +186,7 @@ def tissue_log_map(tissue: dict, size: int) -> np.ndarray:
         curve = tissue["skin"] + depth * (tissue["fat"] - tissue["skin"]) + amp * np.sin(2 * np.pi * freq * xs + phase)
         log_map += 0.8 * in_fat * np.exp(-(((ys - curve) * size / 1.2) ** 2))
     for cx, rx, ry, level in tissue["lobules"]:
-        cy = 0.5 * (tissue["skin"] + tissue["fat"]) + 0.0
-        _soft_ellipse(log_map, cx, cy + 0.2 * (cx - 0.5) * 0.1, rx, ry, 0.0, level)
+        _soft_ellipse(log_map, cx, 0.5 * (tissue["skin"] + tissue["fat"]) + 0.02 * (cx - 0.5), rx, ry, 0.0, level)
     for cx, cy, rx, ry, angle, level in tissue["ducts"]:
         _soft_ellipse(log_map, cx, cy, rx, ry, angle * 0.3, level)
     return log_map.astype(np.float32)

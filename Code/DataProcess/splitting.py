@@ -3,8 +3,8 @@
     summary = split_dataset("sztus", "raw/", "split/", labels=[42, 104])
 
 Output (DESIGN §5): ``test/{image,mask}/``, ``test/labeled.txt``, ``train/<N>/labeled/{image,mask}/`` with
-``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train), and ``split.json`` (written last, so
-its presence marks a complete split): seed, arguments (not --out/--force), counts per class and part, and for
+``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train), and
+``split.json`` (written last, so its presence marks a complete split): seed, arguments (not --out/--force), counts per class and part, and for
 every output name its source image, mask files, class and group. Images are copied byte for byte; masks are
 merged (OR), binarised and written as 0/255 PNG. Same inputs and seed → byte-identical tree.
 """

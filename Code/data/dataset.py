@@ -7,6 +7,10 @@
 - ``"eval"``     reads ``labeled.txt``, resize only (as :func:`Code.data.image_io.preprocess`) →
   ``(image, mask, label, name)``.
 
+Decoding: with ``cache=True`` (default) every image and mask is decoded once, at construction, and kept in memory
+as uint8 (about H·W bytes per image, e.g. 65 MB for 1000 images of 256×256); DataLoader workers forked afterwards
+share those pages, so a sample costs only its warp. Pass ``cache=False`` for data sets too large for memory.
+
 Reproducibility: every random draw of sample ``index`` comes from ``np.random.default_rng([seed, epoch, index])``
 (``set_epoch`` before creating the DataLoader iterator), never from a global RNG, so a (seed, epoch, index) gives
 the same tensors in any worker and after a resume.
@@ -32,7 +36,7 @@ class SplitDataset(Dataset):
     """Images (and masks, labels) of one split part; see the module docstring for the modes' outputs."""
 
     def __init__(self, part_dir, mode: str, size: int = 224, in_channels: int = 1,
-                 aug: Optional[Mapping] = None, seed: int = 0):
+                 aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True):
         if mode not in MODES:
             raise UserError(f"dataset mode {mode!r} is not one of {', '.join(MODES)}")
         if in_channels not in (1, 3):
@@ -54,6 +58,8 @@ class SplitDataset(Dataset):
             self.masks = [mask for _, mask, _ in entries]
             self.labels = [label for _, _, label in entries]
         self._check_files()
+        self._images = [self._read_image(i) for i in range(len(self.names))] if cache else None
+        self._masks = [self._read_mask(i, self._images[i]) for i in range(len(self.masks))] if cache else None
 
     def _check_files(self) -> None:
         for name in self.names:
@@ -62,6 +68,16 @@ class SplitDataset(Dataset):
         for name in self.masks:
             if not (self.part_dir / "mask" / name).is_file():
                 raise UserError(f"{self.part_dir}: listed mask {name} not found in mask/")
+
+    def _read_image(self, index: int) -> np.ndarray:
+        return load_gray(self.part_dir / "image" / self.names[index])
+
+    def _read_mask(self, index: int, image: np.ndarray) -> np.ndarray:
+        mask = load_mask(self.part_dir / "mask" / self.masks[index])
+        if mask.shape != image.shape:
+            raise UserError(f"{self.part_dir}: mask {self.masks[index]} is {mask.shape[1]}x{mask.shape[0]} but "
+                            f"its image is {image.shape[1]}x{image.shape[0]}")
+        return mask
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of `epoch` (call before iterating a DataLoader for that epoch)."""
@@ -81,17 +97,14 @@ class SplitDataset(Dataset):
             index += len(self)
         if not 0 <= index < len(self):
             raise IndexError(index)
-        image = load_gray(self.part_dir / "image" / self.names[index])
+        image = self._images[index] if self._images is not None else self._read_image(index)
         if self.mode == "unlabeled":
             rng = self._rng(index)
             matrix = sample_geometry(rng, self.aug, image.shape[:2], self.size)
             weak = warp_image(image, matrix, self.size)
             strong = photometric(weak, rng, self.aug)
             return self._to_tensor(weak), self._to_tensor(strong)
-        mask = load_mask(self.part_dir / "mask" / self.masks[index])
-        if mask.shape != image.shape:
-            raise UserError(f"{self.part_dir}: mask {self.masks[index]} is {mask.shape[1]}x{mask.shape[0]} but "
-                            f"its image is {image.shape[1]}x{image.shape[0]}")
+        mask = self._masks[index] if self._masks is not None else self._read_mask(index, image)
         label = torch.tensor(self.labels[index], dtype=torch.int64)
         if self.mode == "eval":
             image, mask = resize_image(image, self.size), resize_mask(mask, self.size)

@@ -18,6 +18,7 @@ NORM_MEAN_RGB = (0.485, 0.456, 0.406)
 NORM_STD_RGB = (0.229, 0.224, 0.225)
 NORM_MEAN_GRAY = 0.449
 NORM_STD_GRAY = 0.226
+UNIT_LEVELS = np.arange(256, dtype=np.float32) / np.float32(255.0)  # uint8 value k → k / 255 as float32
 
 
 def normalization(in_channels: int) -> Tuple[np.ndarray, np.ndarray]:
@@ -88,7 +89,7 @@ def to_gray(image: np.ndarray) -> np.ndarray:
 def normalize_to_tensor(gray: np.ndarray, in_channels: int) -> torch.Tensor:
     """(H, W) gray, uint8 in [0, 255] or float32 in [0, 1] → normalised float32 tensor (C, H, W)."""
     mean, std = normalization(in_channels)
-    scaled = gray.astype(np.float32) * (1.0 / 255.0) if gray.dtype == np.uint8 else gray.astype(np.float32)
+    scaled = cv2.LUT(gray, UNIT_LEVELS) if gray.dtype == np.uint8 else gray.astype(np.float32, copy=False)
     out = (scaled[None, :, :] - mean[:, None, None]) / std[:, None, None]
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 

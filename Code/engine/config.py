@@ -26,6 +26,7 @@ CHOICES = {
     "ssl.combine": ("and", "or"),
     "model.saliency_mode": ("cam", "gradient"),
     "eval.select": ("best", "final"),
+    "train.cls_optimizer": ("sgd", "adam"),
 }
 # Keys whose value may be of any type (free-form dicts validated elsewhere, or null-able paths/numbers).
 FREE_KEYS = {"data.aug", "data.split", "data.labels", "model.encoder_weights"}
