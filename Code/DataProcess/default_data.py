@@ -7,7 +7,7 @@ The phantom (DEFAULT_PHANTOM: 300 benign + 300 malignant images in ~220 cases, 2
 ``<cache_dir>/phantom_raw``, its split (seed 0, test ratio 0.3 → 420 train images, 210 per class) to
 ``<cache_dir>/phantom_split`` with budgets LABEL_BUDGETS: 42 (10 % of train, DEFAULT_LABELS), 104 (~25 %) and
 400 (all but 20). Both steps finish with a marker file (``phantom.json``, ``split.json``); a folder whose marker
-is missing or records other settings is regenerated. A file lock keeps concurrent callers from racing.
+is missing or records other settings (or another generator version) is regenerated. A file lock keeps concurrent callers from racing.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import contextlib
 import json
 from pathlib import Path
 
-from Code.DataProcess.make_phantom import DEFAULT_PHANTOM, generate_phantom
+from Code.DataProcess.make_phantom import DEFAULT_PHANTOM, GENERATOR, generate_phantom
 from Code.DataProcess.splitting import split_dataset
 
 DEFAULT_LABELS = 42
@@ -50,7 +50,8 @@ def _locked(lock_path: Path):
 
 def _raw_is_current(raw: Path) -> bool:
     record = _read_json(raw / "phantom.json")
-    return bool(record) and all(record.get(k) == v for k, v in DEFAULT_PHANTOM.items())
+    return bool(record) and record.get("generator") == GENERATOR and all(
+        record.get(k) == v for k, v in DEFAULT_PHANTOM.items())
 
 
 def _split_is_current(split: Path, raw: Path) -> bool:

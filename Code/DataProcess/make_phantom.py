@@ -29,6 +29,7 @@ from Code.DataProcess.phantom_synth import render_frame, sample_case, tissue_log
 from Code.errors import UserError, run_cli  # noqa: E402
 
 DEFAULT_PHANTOM = {"n_benign": 300, "n_malignant": 300, "size": 256, "seed": 0}
+GENERATOR = "hermes-phantom/2"  # bump whenever the synthesis changes, so that cached phantoms are regenerated
 FRAMES_PER_CASE = (1, 2, 3, 4)
 FRAME_PROBABILITIES = (0.15, 0.3, 0.35, 0.2)
 CLASS_FOLDERS = ("benign", "malignant")
@@ -90,7 +91,7 @@ def generate_phantom(out, n_benign: int = DEFAULT_PHANTOM["n_benign"],
             _write_png(out / folder / "image" / name, image)
             _write_png(out / folder / "mask" / name, mask)
     seconds = time.perf_counter() - start
-    summary = {"generator": "hermes-phantom/1", "n_benign": n_benign, "n_malignant": n_malignant, "size": size,
+    summary = {"generator": GENERATOR, "n_benign": n_benign, "n_malignant": n_malignant, "size": size,
                "seed": seed, "cases": {f: sum(1 for _, c, _ in cases if c == f) for f in CLASS_FOLDERS}}
     (out / "phantom.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     n_images = n_benign + n_malignant

@@ -21,10 +21,10 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from Code.data.lists import CLASS_NAMES
 from Code.DataProcess.raw_readers import RawItem
 from Code.errors import UserError
 
-CLASS_NAMES = ("benign", "malignant")
 UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 

@@ -10,7 +10,6 @@ from typing import Tuple
 
 import cv2
 import numpy as np
-import torch
 
 from Code.errors import UserError
 
@@ -86,15 +85,16 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     raise UserError(f"expected an H×W or H×W×3 image, got shape {tuple(image.shape)}")
 
 
-def normalize_to_tensor(gray: np.ndarray, in_channels: int) -> torch.Tensor:
+def normalize_to_tensor(gray: np.ndarray, in_channels: int) -> "torch.Tensor":
     """(H, W) gray, uint8 in [0, 255] or float32 in [0, 1] → normalised float32 tensor (C, H, W)."""
+    import torch  # imported here so that the split tools (decoding only) start without torch
     mean, std = normalization(in_channels)
     scaled = cv2.LUT(gray, UNIT_LEVELS) if gray.dtype == np.uint8 else gray.astype(np.float32, copy=False)
     out = (scaled[None, :, :] - mean[:, None, None]) / std[:, None, None]
     return torch.from_numpy(np.ascontiguousarray(out, dtype=np.float32))
 
 
-def preprocess(image: np.ndarray, size: int, in_channels: int = 1) -> torch.Tensor:
+def preprocess(image: np.ndarray, size: int, in_channels: int = 1) -> "torch.Tensor":
     """Model input from an image of any size: uint8 (H, W) or (H, W, 3) → float32 (C, size, size).
     Gray conversion, :func:`resize_image`, normalisation; the same as the evaluation data path."""
     if image.dtype != np.uint8:
@@ -102,8 +102,9 @@ def preprocess(image: np.ndarray, size: int, in_channels: int = 1) -> torch.Tens
     return normalize_to_tensor(resize_image(to_gray(image), size), in_channels)
 
 
-def denormalize(tensor: torch.Tensor) -> torch.Tensor:
+def denormalize(tensor: "torch.Tensor") -> "torch.Tensor":
     """Invert the normalisation for display: (…, C, H, W) with C ∈ {1, 3} → same shape in [0, 1]."""
+    import torch
     channels = tensor.shape[-3]
     mean, std = normalization(channels)
     shape = (channels, 1, 1)

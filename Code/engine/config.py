@@ -27,6 +27,7 @@ CHOICES = {
     "model.saliency_mode": ("cam", "gradient"),
     "eval.select": ("best", "final"),
     "train.cls_optimizer": ("sgd", "adam"),
+    "ssl.seg_unsup_loss": ("dice", "ce", "ce_dice"),
 }
 # Keys whose value may be of any type (free-form dicts validated elsewhere, or null-able paths/numbers).
 FREE_KEYS = {"data.aug", "data.split", "data.labels", "model.encoder_weights"}

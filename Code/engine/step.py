@@ -91,6 +91,20 @@ def combine_terms(terms: Dict[str, Tensor], config: Dict[str, Any], step: int) -
     return w["seg"] * seg + w["cls"] * cls + w["consistency"] * ramp * get("consistency")
 
 
+def seg_unsup_loss(logits: Tensor, pl: Dict[str, Tensor], kind: str) -> Tensor:
+    """Strong-view segmentation loss against the weak view's kept pseudo-labels.
+
+    ``dice`` (the reference) is a soft Dice over the kept pixels; when most kept pixels are confident background it
+    mostly pushes lesion probabilities down, which can collapse a young model to all-background. ``ce`` weighs each
+    kept pixel alone (FixMatch, UniMatch); ``ce_dice`` is the mean of both.
+    """
+    pseudo, keep = pl["seg_pseudo"], pl["seg_keep"]
+    if kind == "dice":
+        return masked_dice_loss(logits, pseudo, keep)
+    ce = masked_cross_entropy(logits, pseudo, keep)
+    return ce if kind == "ce" else 0.5 * (ce + masked_dice_loss(logits, pseudo, keep))
+
+
 def pseudo_labels(out_weak: Dict[str, Tensor], ctx: StepContext, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
     """Dual-threshold (or single-threshold) pseudo-labels of the weak view, for images and pixels."""
     ssl, total = ctx.config["ssl"], ctx.config["train"]["iters"]
@@ -156,7 +170,7 @@ def train_step(model: nn.Module, labeled, unlabeled, step: int, ctx: StepContext
     out_s = {k: v[n:] for k, v in out.items()}
     pl, stats = pseudo_labels(out_w, ctx, step)
     terms = supervised_terms(out_l, mask, label)
-    terms["seg_unsup"] = masked_dice_loss(out_s["seg_logits"], pl["seg_pseudo"], pl["seg_keep"])
+    terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, ctx.config["ssl"]["seg_unsup_loss"])
     terms["cls_unsup"] = masked_cross_entropy(out_s["cls_logits"], pl["cls_pseudo"], pl["cls_keep"])
     warm = step >= ctx.config["ssl"]["contrast_warmup"]
     if warm:
