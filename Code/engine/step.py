@@ -142,10 +142,10 @@ def contrast_terms(out_l: Dict[str, Tensor], out_w: Dict[str, Tensor], out_s: Di
 def update_banks(out_l: Dict[str, Tensor], out_w: Dict[str, Tensor], label: Tensor, pl: Dict[str, Tensor],
                  ctx: StepContext) -> None:
     """Enqueue labeled image embeddings, kept weak-view embeddings and the sampled pixel anchors (all detached)."""
-    if "image" in ctx.banks:
-        keep = pl["cls_keep"]
-        feats = torch.cat([out_l["image_embed"].detach(), out_w["image_embed"][keep]])
-        ctx.banks["image"].enqueue(feats, torch.cat([label, pl["cls_pseudo"][keep]]))
+    if "image" in ctx.banks:  # label −1 = not kept: the bank skips it (no boolean indexing, no host sync)
+        kept_labels = torch.where(pl["cls_keep"], pl["cls_pseudo"], torch.full_like(pl["cls_pseudo"], -1))
+        feats = torch.cat([out_l["image_embed"].detach(), out_w["image_embed"]])
+        ctx.banks["image"].enqueue(feats, torch.cat([label, kept_labels]))
     if "pixel" in ctx.banks:
         sampled = ctx.pixel_loss.last_anchors
         if sampled is not None:
