@@ -144,3 +144,13 @@ def test_dataset_errors(phantom_split, tmp_path):
     write_labeled_list(tmp_path / "p" / "labeled.txt", [("gone.png", "gone.png", 0)])
     with pytest.raises(UserError, match="gone.png not found"):
         SplitDataset(tmp_path / "p", "labeled")
+
+
+@pytest.mark.parametrize("mode, part", [("labeled", "train/4/labeled"), ("unlabeled", "train/4/unlabeled"),
+                                        ("eval", "test")])
+def test_cache_does_not_change_outputs(phantom_split, mode, part):
+    cached = SplitDataset(phantom_split / part, mode, size=SIZE, seed=2)
+    direct = SplitDataset(phantom_split / part, mode, size=SIZE, seed=2, cache=False)
+    for index in (0, len(cached) - 1):
+        for a, b in zip(cached[index], direct[index]):
+            assert torch.equal(a, b) if torch.is_tensor(a) else a == b

@@ -88,6 +88,9 @@ def _counts(items: Sequence[RawItem], indices: Sequence[int]) -> Dict[str, int]:
     counts = {name: sum(1 for i in indices if items[i].label == label) for label, name in enumerate(CLASS_NAMES)}
     counts["total"] = len(indices)
     counts["groups"] = len({items[i].group for i in indices})
+    normal = sum(1 for i in indices if items[i].source_class == "normal")
+    if normal:
+        counts["normal"] = normal  # BUSI --include-normal: already counted in class 0 ("benign")
     return counts
 
 
@@ -145,5 +148,6 @@ def format_summary(record: dict) -> str:
     rows = [header, "-" * len(header)]
     for part, counts in record["counts"].items():
         rows.append(f"{part:<24}{counts['benign']:>8}{counts['malignant']:>11}{counts['total']:>8}"
-                    f"{counts['groups']:>8}")
+                    f"{counts['groups']:>8}" + (f"   ({counts['normal']} normal in class 0)" if "normal" in counts
+                                                 else ""))
     return "\n".join(rows)

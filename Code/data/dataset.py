@@ -8,8 +8,9 @@
   ``(image, mask, label, name)``.
 
 Decoding: with ``cache=True`` (default) every image and mask is decoded once, at construction, and kept in memory
-as uint8 (about H·W bytes per image, e.g. 65 MB for 1000 images of 256×256); DataLoader workers forked afterwards
-share those pages, so a sample costs only its warp. Pass ``cache=False`` for data sets too large for memory.
+as uint8 (about H·W bytes per image, e.g. 65 MB for 1000 images of 256×256; in eval mode already resized to
+S×S); DataLoader workers forked afterwards share those pages, so a sample costs only its warp (eval: only its
+normalisation). Pass ``cache=False`` for data sets too large for memory; the outputs are the same either way.
 
 Reproducibility: every random draw of sample ``index`` comes from ``np.random.default_rng([seed, epoch, index])``
 (``set_epoch`` before creating the DataLoader iterator), never from a global RNG, so a (seed, epoch, index) gives
@@ -43,6 +44,8 @@ class SplitDataset(Dataset):
             raise UserError(f"in_channels must be 1 or 3, got {in_channels}")
         if size < 8:
             raise UserError(f"image size {size} is too small")
+        if seed < 0:
+            raise UserError(f"the data seed must be >= 0, got {seed}")
         self.part_dir = Path(part_dir)
         if not self.part_dir.is_dir():
             raise UserError(f"split part folder not found: {self.part_dir}")
@@ -60,6 +63,9 @@ class SplitDataset(Dataset):
         self._check_files()
         self._images = [self._read_image(i) for i in range(len(self.names))] if cache else None
         self._masks = [self._read_mask(i, self._images[i]) for i in range(len(self.masks))] if cache else None
+        if cache and mode == "eval":  # no randomness: keep the resized arrays, a sample is then just normalised
+            self._images = [resize_image(image, self.size) for image in self._images]
+            self._masks = [resize_mask(mask, self.size) for mask in self._masks]
 
     def _check_files(self) -> None:
         for name in self.names:
@@ -81,6 +87,8 @@ class SplitDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the augmentation stream of `epoch` (call before iterating a DataLoader for that epoch)."""
+        if epoch < 0:
+            raise UserError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
