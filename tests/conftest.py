@@ -6,7 +6,8 @@ Data fixtures:
 - ``tiny_phantom_args`` / ``split_labels``: the arguments behind those two;
 Helpers:
 - ``run_script``:    run ``python Code/<...>.py args`` from the repo root, returns the CompletedProcess;
-- ``assert_one_line_error``: check a failed CLI run's one-line ``error: ...`` message.
+- ``assert_one_line_error``: check a failed CLI run's one-line ``error: ...`` message;
+- ``single_thread``: one intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``).
 """
 from __future__ import annotations
 
@@ -20,6 +21,17 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_PHANTOM = {"n_benign": 24, "n_malignant": 24, "size": 64, "seed": 3}
 SPLIT_LABELS = (4, 10)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny tensors: one intra-op thread is fastest and immune to oversubscription on a shared 2-core machine."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

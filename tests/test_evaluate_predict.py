@@ -1,6 +1,5 @@
 """evaluate.py and predict.py end to end on a tiny random model and a tiny split part (subprocesses, CPU)."""
 import csv
-import importlib
 import json
 import subprocess
 import sys
@@ -16,6 +15,7 @@ from Code.engine.checkpoint import save_checkpoint
 from Code.engine.config import load_config
 from Code.engine.evaluation import METRIC_KEYS
 from Code.errors import UserError
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"size": 64, "in_channels": 1},
@@ -29,16 +29,7 @@ def run_script(name, *args, timeout=120):
                           env={"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
 
 
-def _load_script(name):
-    """Import ``Code/<name>.py`` in-process (cheaper than a subprocess for the secondary checks)."""
-    sys.path.insert(0, str(ROOT / "Code"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "Code"))
-
-
-evaluate, predict = _load_script("evaluate"), _load_script("predict")
+evaluate, predict = load_script("evaluate"), load_script("predict")
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,7 @@ from Code.losses import (MemoryBank, PixelContrastLoss, SupConLoss, dual_thresho
                          sigmoid_rampup, weighted_supcon)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _entropy(p):

@@ -17,13 +17,7 @@ HEADS = ("seg_head", "decoder", "cls_branch", "cls_head", "pixel_projection", "i
          "consist_seg_projection", "consist_cls_projection")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """Tiny tensors: one intra-op thread is fastest and immune to oversubscription on a shared 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def tiny_net(**overrides):

@@ -1,25 +1,16 @@
 """report.py on fabricated runs: hand-computed mean ± sample std, best vs final selection, task routing, layout."""
 import csv
-import importlib
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = ("dice", "dice_global", "iou", "accuracy", "sensitivity", "specificity", "f1", "auc")
 
 
-def _load_script(name):
-    sys.path.insert(0, str(ROOT / "Code"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "Code"))
-
-
-report = _load_script("report")
+report = load_script("report")
 
 
 def make_run(parent, method, labels, seed, task, rows, select="best", finished=True):

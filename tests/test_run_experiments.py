@@ -1,25 +1,16 @@
 """run_experiments.py: the grid, skipping finished runs, resuming interrupted ones, failures; no real training."""
-import importlib
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "Code" / "run_experiments.py"
 
 
-def _load_script(name):
-    """Import ``Code/<name>.py`` as a module (its ``import _bootstrap`` resolves through a temporary path entry)."""
-    sys.path.insert(0, str(ROOT / "Code"))
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(str(ROOT / "Code"))
-
-
-run_experiments = _load_script("run_experiments")
+run_experiments = load_script("run_experiments")
 
 FAKE_ENTRY = """
 import json, sys

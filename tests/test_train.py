@@ -19,15 +19,9 @@ UNLABELED_TERMS = ("seg_unsup", "cls_unsup", "pixel_contrast", "image_contrast",
 
 
 @pytest.fixture(scope="module")
-def tiny_split(tmp_path_factory):
-    """A 24-image phantom at 64x64, split with a 4-label budget."""
-    from Code.DataProcess.make_phantom import generate_phantom
-    from Code.DataProcess.splitting import split_dataset
-
-    base = tmp_path_factory.mktemp("engine_data")
-    generate_phantom(base / "raw", n_benign=12, n_malignant=12, size=64, seed=3)
-    split_dataset("sztus", base / "raw", base / "split", labels=[4], seed=0, test_ratio=0.3)
-    return base / "split"
+def tiny_split(phantom_split):
+    """The shared tiny phantom split (conftest); these tests train on its 4-label budget."""
+    return phantom_split
 
 
 def train(script, split, out, *extra, check=True):
@@ -115,15 +109,8 @@ def test_same_folder_same_config_resumes_automatically_and_other_config_is_refus
     assert "resuming" not in forced.stderr and [r[0] for r in read_metrics(run)[1:]] == ["3"]
 
 
-def _one_line_error(proc, *needles):
-    assert proc.returncode == 2, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in proc.stderr, proc.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-
-
-def test_errors_are_one_line(tiny_split, tmp_path):
+def test_errors_are_one_line(tiny_split, tmp_path, assert_one_line_error):
+    _one_line_error = assert_one_line_error
     _one_line_error(train("seg_train.py", tmp_path / "missing", tmp_path / "r1", check=False), "not found")
     _one_line_error(train("seg_train.py", tiny_split, tmp_path / "r2", "--set", "train.nope=1", check=False),
                     "train.nope")
