@@ -78,9 +78,12 @@ def draw_phantom(raw: Optional[Path], out: Path) -> Path:
         from Code.DataProcess.default_data import ensure_phantom_split
 
         raw = Path(ensure_phantom_split()).parent / "phantom_raw"
-    fig, axes = plt.subplots(2, 6, figsize=(15, 5.4))
+    fig, axes = plt.subplots(2, 6, figsize=(15, 5.8))
     for row, cls in enumerate(("benign", "malignant")):
-        images = sorted((raw / cls / "image").glob("*.png"))[:6]
+        first_frames = {}
+        for path in sorted((raw / cls / "image").glob("*.png")):  # one frame per case: PH-<case>-<frame>.png
+            first_frames.setdefault(path.stem.rsplit("-", 1)[0], path)
+        images = list(first_frames.values())[:6]
         if not images:
             raise UserError(f"no images under {raw / cls / 'image'}")
         for ax, path in zip(axes[row], images):
