@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
+from Code.outputs import prepare_output_folder
 
 TRUTH_BGR, PRED_BGR, BOTH_BGR = (0, 0, 255), (0, 200, 0), (0, 255, 255)  # red, green, yellow
 MIN_PANEL_WIDTH = 448
@@ -52,13 +53,8 @@ def run_folder_of(checkpoint: Path) -> Path:
 
 
 def prepare_out(out: Path, force: bool) -> Path:
-    """Create ``out``; refuse an existing non-empty folder unless ``force``."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"output path {out} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise UserError(f"output folder {out} exists and is not empty (use --force to overwrite, or --out)")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    """Create ``out``; an existing non-empty folder needs ``force`` (files are then overwritten in place)."""
+    return prepare_output_folder(out, force, replace=False)
 
 
 def load_model(checkpoint: Path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any], Optional[int]]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np  # noqa: E402
 
 from Code.DataProcess.phantom_synth import render_frame, sample_case, tissue_log_map  # noqa: E402
 from Code.errors import UserError, run_cli  # noqa: E402
+from Code.outputs import prepare_output_folder  # noqa: E402
 
 DEFAULT_PHANTOM = {"n_benign": 300, "n_malignant": 300, "size": 256, "seed": 0}
 GENERATOR = "hermes-phantom/2"  # bump whenever the synthesis changes, so that cached phantoms are regenerated
@@ -52,12 +52,7 @@ def plan_cases(n_benign: int, n_malignant: int, seed: int) -> list:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"--out {out} is not empty (add --force to replace it)")
-        shutil.rmtree(out)
+    prepare_output_folder(out, force)
     for folder in CLASS_FOLDERS:
         for kind in ("image", "mask"):
             (out / folder / kind).mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from Code.data.lists import write_labeled_list, write_unlabeled_list
 from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
 from Code.errors import UserError
+from Code.outputs import prepare_output_folder
 
 
 def merged_mask_png(item: RawItem) -> bytes:
@@ -46,13 +47,7 @@ def _prepare_out(out: Path, root: Path, force: bool) -> None:
     out_resolved, root_resolved = out.resolve(), Path(root).resolve()
     if out_resolved == root_resolved or out_resolved in root_resolved.parents:
         raise UserError(f"--out {out} contains --root {root}; choose another output folder")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"--out {out} is not empty (add --force to replace it)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_folder(out, force)
 
 
 class _Writer:
