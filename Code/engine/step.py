@@ -121,7 +121,7 @@ def pseudo_labels(out_weak: Dict[str, Tensor], ctx: StepContext, step: int) -> T
 
 
 def contrast_terms(out_l: Dict[str, Tensor], out_w: Dict[str, Tensor], out_s: Dict[str, Tensor], mask: Tensor,
-                   label: Tensor, pl: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
+                   pl: Dict[str, Tensor], ctx: StepContext) -> Dict[str, Tensor]:
     """Image-level SupCon over (weak, strong) embeddings and pixel-level contrast over labeled + strong views."""
     terms: Dict[str, Tensor] = {}
     sw, banks = ctx.switches, ctx.banks
@@ -174,7 +174,7 @@ def train_step(model: nn.Module, labeled, unlabeled, step: int, ctx: StepContext
     terms["cls_unsup"] = masked_cross_entropy(out_s["cls_logits"], pl["cls_pseudo"], pl["cls_keep"])
     warm = step >= ctx.config["ssl"]["contrast_warmup"]
     if warm:
-        terms.update(contrast_terms(out_l, out_w, out_s, mask, label, pl, ctx))
+        terms.update(contrast_terms(out_l, out_w, out_s, mask, pl, ctx))
     if ctx.switches.consistency:
         terms["consistency"] = inter_task_consistency(out_s["consist_seg"], out_s["consist_cls"])
     total = combine_terms(terms, ctx.config, step)
