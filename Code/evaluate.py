@@ -22,7 +22,7 @@ import csv
 import json
 import math
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader
 
 from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
+from Code.engine.checkpoint import load_model_from_checkpoint
 from Code.outputs import prepare_output_folder
 
 TRUTH_BGR, PRED_BGR, BOTH_BGR = (0, 0, 255), (0, 200, 0), (0, 255, 255)  # red, green, yellow
@@ -55,22 +56,6 @@ def run_folder_of(checkpoint: Path) -> Path:
 def prepare_out(out: Path, force: bool) -> Path:
     """Create ``out``; an existing non-empty folder needs ``force`` (files are then overwritten in place)."""
     return prepare_output_folder(out, force, replace=False)
-
-
-def load_model(checkpoint: Path, device: torch.device) -> Tuple[torch.nn.Module, Dict[str, Any], Optional[int]]:
-    """``(model.eval() on device, config, step)`` from a checkpoint (DDP / compile prefixes stripped)."""
-    from Code.engine.builders import build_model
-    from Code.engine.checkpoint import load_checkpoint
-
-    state = load_checkpoint(checkpoint, map_location="cpu")
-    config = state["config"]
-    model = build_model(dict(config, model=dict(config["model"], encoder_weights=None)))
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{checkpoint}: weights do not match the model of its config "
-                        f"({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), config, state.get("step")
 
 
 def overlay_panel(gray: np.ndarray, pred: np.ndarray, truth: Optional[np.ndarray] = None,
@@ -226,7 +211,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from Code.data import SplitDataset  # the heavy imports (smp, timm) only once the arguments are checked
     from Code.engine.evaluation import evaluate_model, summarize_metrics
 
-    model, config, step = load_model(checkpoint, device)
+    model, config, step = load_model_from_checkpoint(checkpoint, device)
     dataset = SplitDataset(part, "eval", size=config["data"]["size"], in_channels=config["data"]["in_channels"])
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
                         pin_memory=device.type == "cuda")

@@ -31,7 +31,8 @@ import torch.nn.functional as F
 
 from Code.data import CLASS_NAMES, load_gray, preprocess
 from Code.errors import UserError, run_cli
-from Code.evaluate import load_model, overlay_panel, prepare_out, resolve_device, run_folder_of, safe_stem, write_png
+from Code.engine.checkpoint import load_model_from_checkpoint
+from Code.evaluate import overlay_panel, prepare_out, resolve_device, run_folder_of, safe_stem, write_png
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CSV_COLUMNS = ("file", "pred_class", "prob_benign", "prob_malignant", "lesion_area_px", "mask")
@@ -155,7 +156,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not files:
         raise UserError(f"no image files ({', '.join(sorted(IMAGE_EXTS))}) in {' '.join(args.images)}")
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / "predictions", args.force)
-    model, config, _ = load_model(checkpoint, device)
+    model, config, _ = load_model_from_checkpoint(checkpoint, device)
     rows = predict_files(model, config, files, out, device, args.batch_size,
                          amp=device.type == "cuda" and not args.no_amp, overlays=not args.no_overlays,
                          failures=failures)

@@ -158,5 +158,5 @@ def test_torchrun_two_processes(tiny_split, tmp_path):
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert len(state["rng"]) == 2 and not any(k.startswith("module.") for k in state["model"])
     from Code.engine.checkpoint import load_model_from_checkpoint
-    model, config = load_model_from_checkpoint(run / "checkpoints" / "latest.pt")
-    assert config["task"] == "seg" and not model.training
+    model, config, step = load_model_from_checkpoint(run / "checkpoints" / "latest.pt")
+    assert config["task"] == "seg" and step == 4 and not model.training

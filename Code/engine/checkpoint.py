@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Tuple, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -59,13 +59,16 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
     return state
 
 
-def load_model_from_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu") -> Tuple[torch.nn.Module, Dict[str, Any]]:
-    """Rebuild the network of a checkpoint (from its saved config), load its weights, return ``(model.eval(), config)``."""
+def load_model_from_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu"
+                               ) -> Tuple[torch.nn.Module, Dict[str, Any], Optional[int]]:
+    """Rebuild the network of a checkpoint from its saved config and load its weights: ``(model.eval(), config, step)``."""
     from Code.engine.builders import build_model
 
     state = load_checkpoint(path, map_location="cpu")
     config = state["config"]
-    model_config = dict(config["model"], encoder_weights=None)  # the weights come from the checkpoint
-    model = build_model(dict(config, model=model_config))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), config
+    model = build_model(dict(config, model=dict(config["model"], encoder_weights=None)))  # weights come from here
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise UserError(f"{path}: weights do not match the model of its config ({str(exc).splitlines()[0]})") from None
+    return model.to(device).eval(), config, state.get("step")
