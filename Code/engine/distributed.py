@@ -75,3 +75,13 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             model = model._orig_mod
         else:
             return model
+
+
+def all_gather_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Rank 0's ``tensor``, rank 1's, … concatenated along dim 0 (same shape on every rank; no gradient);
+    ``tensor`` itself without a process group."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return tensor
+    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts)

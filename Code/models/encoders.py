@@ -8,7 +8,9 @@
   ``"state_dict"`` or ``"model"`` key, optionally with a ``"module."``/``"encoder."`` prefix). Missing keys,
   unexpected keys (other than a classifier head: ``fc.``, ``classifier.``, ``head.``, ``last_linear.``) and shape
   mismatches are reported in one line. A 3-channel first convolution is summed over its input channels for
-  ``in_channels=1``, as smp does for its own pretrained weights.
+  ``in_channels=1``, as smp does for its own pretrained weights. A file that records the encoder it was made for
+  (``encoder_name`` and ``in_channels`` beside its ``state_dict``, as ``Code/pretrain.py`` writes ``encoder.pth``)
+  is refused in one line when they differ from the model's.
 """
 from __future__ import annotations
 
@@ -69,7 +71,7 @@ def build_encoder(name: str, in_channels: int, weights: Optional[str]) -> nn.Mod
     weights = os.fspath(weights)
     if _is_weights_path(weights):
         encoder = _get_encoder(name, in_channels, None)
-        load_encoder_weights(encoder, weights, in_channels)
+        load_encoder_weights(encoder, weights, in_channels, encoder_name=name)
         return encoder
     known = smp.encoders.encoders.get(name, {}).get("pretrained_settings")
     if known is not None and weights not in known:
@@ -93,7 +95,22 @@ def build_encoder(name: str, in_channels: int, weights: Optional[str]) -> nn.Mod
         f"and set model.encoder_weights to that file's path")
 
 
-def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
+def _check_recorded_encoder(raw, path: str, encoder_name: Optional[str], in_channels: int) -> None:
+    """One-line UserError when the file records another encoder name or input channel count than the model's."""
+    if not isinstance(raw, dict):
+        return
+    saved_name, saved_channels = raw.get("encoder_name"), raw.get("in_channels")
+    name_differs = encoder_name is not None and saved_name is not None and saved_name != encoder_name
+    channels_differ = saved_channels is not None and saved_channels != in_channels
+    if name_differs or channels_differ:
+        raise UserError(
+            f"model.encoder_weights: {path} was made for encoder {saved_name!r} with {saved_channels} input "
+            f"channel(s), but the model is {encoder_name!r} with {in_channels} (model.encoder_name, "
+            f"data.in_channels); use the same settings, or pre-train again with them")
+
+
+def _read_state_dict(path: str, encoder_name: Optional[str] = None,
+                     in_channels: Optional[int] = None) -> Dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise UserError(f"model.encoder_weights: file not found: {path}")
     try:
@@ -104,6 +121,8 @@ def _read_state_dict(path: str) -> Dict[str, torch.Tensor]:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
         raise UserError(f"model.encoder_weights: cannot read {path}: {type(exc).__name__}: {exc}") from None
+    if in_channels is not None:
+        _check_recorded_encoder(state, path, encoder_name, in_channels)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -120,9 +139,10 @@ def _first_items(names) -> str:
     return ", ".join(names[:3]) + (f" … ({len(names)} in all)" if len(names) > 3 else "")
 
 
-def load_encoder_weights(encoder: nn.Module, path: str, in_channels: int) -> None:
-    """Load the state dict in ``path`` into ``encoder`` strictly; one-line UserError on any mismatch."""
-    state = _read_state_dict(path)
+def load_encoder_weights(encoder: nn.Module, path: str, in_channels: int, encoder_name: Optional[str] = None) -> None:
+    """Load the state dict in ``path`` into ``encoder`` strictly; one-line UserError on any mismatch (including a
+    recorded encoder name other than ``encoder_name`` or other input channels, see the module docstring)."""
+    state = _read_state_dict(path, encoder_name, in_channels)
     expected = encoder.state_dict()
     state = {k: v for k, v in state.items() if k in expected or not k.startswith(_HEAD_PREFIXES)}
     missing = expected.keys() - state.keys()

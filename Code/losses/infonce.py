@@ -1,0 +1,55 @@
+"""InfoNCE with a queue of negative keys: the MoCo v2 objective (He et al. 2020; Chen et al. 2020).
+
+For N queries q_i and their positive keys k_i (unit vectors, N×D) and a queue of K negative keys Q (unit vectors,
+K×D), with temperature T:
+
+    l_pos_i   = q_i·k_i / T                                   (N,)
+    l_neg_ij  = q_i·Q_j / T                                   (N, K)
+    L         = (1/N) Σ_i −log( exp(l_pos_i) / (exp(l_pos_i) + Σ_j exp(l_neg_ij)) )
+
+i.e. a (K+1)-way cross-entropy whose correct class is 0 (the positive). Keys and queue get no gradient (they come
+from the momentum encoder). With image ids for the queries and the queue entries, a queue entry of the query's
+own image (an older key of it, from an earlier epoch) is no negative: its logit is masked out (set to −10⁹) —
+on a small data set a queue covers a large share of the images, and such "negatives" would be positives. Also returned: the instance-discrimination accuracy (share of queries whose positive
+logit is the largest), a cheap sign that the task is neither trivial (≈ 1 at once) nor failing (≈ 1/(K+1)).
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from Code.errors import UserError
+
+_MASKED = -1e9
+
+
+def infonce_logits(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float,
+                   query_ids: Optional[torch.Tensor] = None, queue_ids: Optional[torch.Tensor] = None
+                   ) -> torch.Tensor:
+    """(N, 1 + K) logits ``[q·k, q·Q_1 … q·Q_K] / T``; ``key`` and ``queue`` are treated as constants; entries
+    with ``queue_ids[j] == query_ids[i]`` are masked (see the module docstring)."""
+    if query.dim() != 2 or key.shape != query.shape or queue.dim() != 2 or queue.shape[1] != query.shape[1]:
+        raise UserError(f"InfoNCE expects query and key N×D and queue K×D, got {tuple(query.shape)}, "
+                        f"{tuple(key.shape)}, {tuple(queue.shape)}")
+    if temperature <= 0:
+        raise UserError(f"pretrain.temperature must be > 0, got {temperature}")
+    key, queue = key.detach(), queue.detach()
+    positive = (query * key).sum(dim=1, keepdim=True)
+    logits = torch.cat([positive, query @ queue.T], dim=1) / temperature
+    if query_ids is not None and queue_ids is not None:
+        same = query_ids.reshape(-1, 1) == queue_ids.reshape(1, -1)
+        logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same, _MASKED)], dim=1)
+    return logits
+
+
+def infonce_loss(query: torch.Tensor, key: torch.Tensor, queue: torch.Tensor, temperature: float,
+                 query_ids: Optional[torch.Tensor] = None, queue_ids: Optional[torch.Tensor] = None
+                 ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(loss, instance accuracy)`` as in the module docstring; both 0-dim tensors on the query's device."""
+    logits = infonce_logits(query, key, queue, temperature, query_ids, queue_ids)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    loss = F.cross_entropy(logits.float(), target)
+    accuracy = (logits.detach().argmax(dim=1) == 0).float().mean()
+    return loss, accuracy

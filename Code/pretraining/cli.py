@@ -1,0 +1,119 @@
+"""Command line of ``Code/pretrain.py``: parse, resolve the config, prepare the run folder, pre-train, export.
+
+The run-folder rules are the trainers' (Code/engine/cli.py ``prepare_run_dir``): a new or empty ``--out`` starts a
+run; the same config resumes from ``checkpoints/latest.pt``; another config is refused unless ``--resume auto``
+or ``--force``; a non-empty folder that is not a run is refused unless ``--force``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+
+from Code.engine.cli import prepare_run_dir, select_device
+from Code.engine.config import parse_set_option
+from Code.engine.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed
+from Code.errors import UserError
+from Code.pretraining.config import load_pretrain_config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Self-supervised pre-training (MoCo v2) of the encoder on a split's train images only; "
+                    "writes RUN/encoder.pth for model.encoder_weights. With no arguments: the built-in phantom.")
+    parser.add_argument("--data", help="split folder written by Code/DataProcess/data_split.py")
+    parser.add_argument("--labels", type=int, help="label budget N: images of <data>/train/N/ (k-NN bank: its "
+                                                   "labeled part); default: every budget's images")
+    parser.add_argument("--config", help="YAML config layered on configs/pretrain.yaml")
+    parser.add_argument("--out", help="run folder (default: runs/pretrain_<data>_<encoder>_s<seed>)")
+    parser.add_argument("--iters", type=int, help="pre-training iterations")
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    parser.add_argument("--resume", help="'auto' continues the run in --out with its saved config; or a checkpoint path")
+    parser.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+    parser.add_argument("--stop-after", type=int, metavar="K",
+                        help="save latest.pt and stop once step K is reached, as if interrupted (resume later)")
+    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                        help="override any config key (repeatable)")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace) -> Dict[str, Any]:
+    """configs/pretrain.yaml ← ``--config`` ← flags ← ``--set``."""
+    flags: Dict[str, Any] = {}
+    for key, value in (("seed", args.seed), ("device", args.device)):
+        if value is not None:
+            flags[key] = value
+    data = {k: v for k, v in (("split", args.data), ("labels", args.labels)) if v is not None}
+    if data:
+        flags["data"] = data
+    if args.iters is not None:
+        flags["pretrain"] = {"iters": args.iters}
+    return load_pretrain_config(args.config, [flags] + [parse_set_option(item) for item in args.set])
+
+
+def default_run_dir(config: Dict[str, Any]) -> Path:
+    split = config["data"]["split"]
+    name = Path(split).name if split else "phantom"
+    encoder = config["model"]["encoder_name"].replace("/", "_")
+    return Path("runs") / f"pretrain_{name}_{encoder}_s{config['seed']}"
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    config = resolve_config(args)
+    device_kind = "cuda" if config["device"] != "cpu" and torch.cuda.is_available() else "cpu"
+    dist = init_distributed(device_kind)
+    try:
+        device = select_device(config, dist.local_rank)
+        run_dir = Path(args.out) if args.out else default_run_dir(config)
+        prepared: Any = None
+        if dist.is_main:
+            try:
+                prepared = prepare_run_dir(run_dir, config, args.resume, args.force)
+                from Code.pretraining.data import resolve_pretrain_sources
+                resolve_pretrain_sources(prepared[0])  # builds the built-in phantom once, before other ranks read it
+            except UserError as exc:
+                prepared = exc
+        prepared = broadcast_object(prepared)
+        if isinstance(prepared, UserError):
+            raise prepared
+        config, checkpoint = prepared
+        return _pretrain(config, run_dir, device, dist, checkpoint, args.stop_after)
+    finally:
+        barrier()
+        cleanup_distributed()
+
+
+def _pretrain(config, run_dir, device, dist, checkpoint, stop_after) -> int:
+    from Code.engine.checkpoint import load_checkpoint
+    from Code.pretraining.trainer import PretrainTrainer
+
+    trainer = PretrainTrainer(config, run_dir, device, dist)
+    if checkpoint is not None:
+        trainer.load_state_dict(load_checkpoint(checkpoint))
+        if dist.is_main:
+            print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
+    if dist.is_main:
+        sources = trainer.sources
+        print(f"pre-training {config['model']['encoder_name']} on {len(sources.images)} train images of "
+              f"{sources.split} (budgets {', '.join(map(str, sources.budgets))}; k-NN monitor: "
+              f"{'val/ against ' + str(sources.knn_bank) if sources.val else 'off, the split has no val/'}), "
+              f"{config['pretrain']['iters']} iterations on {device}", file=sys.stderr)
+    result = trainer.fit(stop_after=stop_after)
+    if dist.is_main:
+        if result.get("stopped"):
+            print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir}")
+        else:
+            knn = result["knn"]
+            if knn:
+                print(f"k-NN on val (step {knn['step']}): accuracy {100 * knn['knn_accuracy']:.2f} | "
+                      f"balanced accuracy {100 * knn['knn_balanced_accuracy']:.2f}")
+            print(f"encoder written to {result['encoder']}; train from it with "
+                  f"--set model.encoder_weights={result['encoder']} (model.encoder_name="
+                  f"{config['model']['encoder_name']}, data.in_channels={config['data']['in_channels']})")
+            print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
+    return 0
