@@ -1,6 +1,11 @@
 """MoCo v2 pieces: a projection branch over the smp encoder, the momentum (key) copy, the queue of keys.
 
     view x (B×C×S×S) ──► encoder ──► f5 (B×C5×S/32×S/32) ──► GAP ──► h (B×C5) ──► MLP ──► z (B×D), ‖z‖ = 1
+    MLP = Linear(C5, hidden) → BatchNorm → ReLU → Linear(hidden, D)
+
+The head's batch norm (as in SimCLR, BYOL and MoCo v3; MoCo v2's head has none) centres the hidden features: the
+pooled features of a young CNN share a large positive mean (ReLU outputs), which without it puts every embedding
+in one narrow cone where the InfoNCE logits barely differ (measured: embedding std 0.3 → 0.01 within 100 steps).
 
 The query branch is trained; the key branch is an exponential moving average of it,
 θ_k ← m·θ_k + (1 − m)·θ_q after every step, and is never back-propagated. Keys enter a FIFO queue (K×D) that
@@ -31,7 +36,8 @@ class ProjectionBranch(nn.Module):
         super().__init__()
         self.encoder = build_encoder(encoder_name, in_channels, None)
         channels = self.encoder.out_channels[-1]
-        self.head = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim))
+        self.head = nn.Sequential(nn.Linear(channels, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
+                                  nn.Linear(hidden, dim))
         self.bn_splits = int(bn_splits)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -42,8 +48,8 @@ class ProjectionBranch(nn.Module):
         if x.shape[0] % self.bn_splits or x.shape[0] // self.bn_splits < 2:
             raise UserError(f"pretrain.batch ({x.shape[0]} per process) must be a multiple of pretrain.bn_splits "
                             f"({self.bn_splits}) with at least 2 images per split")
-        pooled = torch.cat([self.features(chunk) for chunk in x.chunk(self.bn_splits)])
-        return F.normalize(self.head(pooled), dim=1)
+        z = torch.cat([self.head(self.features(chunk)) for chunk in x.chunk(self.bn_splits)])
+        return F.normalize(z, dim=1)
 
 
 def make_key_branch(query: ProjectionBranch) -> ProjectionBranch:

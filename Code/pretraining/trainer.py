@@ -7,8 +7,8 @@ One step, for a batch of B images with two views (v₁, v₂) and ids i:
     the keys of every rank (and their ids) enter the queue.
 TensorBoard: ``loss/infonce``, ``lr/encoder``, ``health/embed_std`` (√D · batch std of the unit query
 embeddings: ≈ 1 healthy, → 0 collapse), ``health/instance_acc`` (share of queries whose own key wins); every
-``monitor.every`` steps, when the split has ``val/``, ``eval/knn_accuracy`` and ``eval/knn_balanced_accuracy``
-(also in ``metrics.csv``). Output: ``RUN/encoder.pth`` (:func:`encoder_file_state`).
+``monitor.every`` steps and at step 0 (the random initialisation), when the split has ``val/``,
+``eval/knn_accuracy`` and ``eval/knn_balanced_accuracy`` (also in ``metrics.csv``). Output: ``RUN/encoder.pth`` (:func:`encoder_file_state`).
 """
 from __future__ import annotations
 
@@ -59,23 +59,38 @@ def encoder_file_state(encoder: torch.nn.Module, config: Dict[str, Any], step: i
             "image_size": config["data"]["size"], "split": str(config["data"]["split"])}
 
 
+def moco_step(query, key, queue: KeyQueue, optimizer, scheduler, scaler, batch, pre: Dict[str, Any],
+              dtype: Optional[torch.dtype]) -> Dict[str, torch.Tensor]:
+    """One MoCo v2 step (module docstring) on ``batch = (view_q, view_k, ids)``; returns 0-dim logs on the device."""
+    view_q, view_k, ids = batch
+    momentum_update(unwrap(query), key, pre["key_momentum"])
+    with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
+        q = query(view_q)
+        k = encode_keys(key, view_k)
+    loss, accuracy = infonce_loss(q.float(), k.float(), queue.keys, pre["temperature"], ids, queue.ids,
+                                  pre["batch_negatives"])
+    apply_gradients(loss, scaler, (optimizer,), (scheduler,) if scheduler is not None else (), 0.0)
+    queue.push(all_gather_tensor(k.detach().float()), all_gather_tensor(ids))
+    return {"infonce": loss.detach(), "instance_acc": accuracy, "embed_std": embedding_std(q)}
+
+
 class PretrainTrainer:
     """Owns the query and key branches, the queue, the optimiser, the view stream and the run outputs."""
 
     def __init__(self, config: Dict[str, Any], run_dir: Path, device: torch.device, dist: DistInfo = DistInfo()):
         self.config, self.run_dir, self.device, self.dist = config, Path(run_dir), device, dist
         data, pre = config["data"], config["pretrain"]
+        self.sources = resolve_pretrain_sources(config)
+        n_images = len(self.sources.images)
+        if pre["queue_size"] >= n_images:
+            raise UserError(f"config key 'pretrain.queue_size' ({pre['queue_size']}) must be smaller than the number "
+                            f"of train images ({n_images} in {self.sources.split})")
         seed_everything(config["seed"] + dist.rank)
         if pre["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
         elif device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.sources = resolve_pretrain_sources(config)
-        n_images = len(self.sources.images)
-        if pre["queue_size"] >= n_images:
-            raise UserError(f"config key 'pretrain.queue_size' ({pre['queue_size']}) must be smaller than the number "
-                            f"of train images ({n_images} in {self.sources.split})")
         dataset = TwoViewDataset(self.sources.images, data["size"], data["in_channels"], config["views"],
                                  config["seed"])
         self.stream = BatchStream(dataset, pre["batch"], config["seed"], 2, data["num_workers"], dist,
@@ -136,6 +151,8 @@ class PretrainTrainer:
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True, desc="pretrain")
         self.query.train()
         self.key.train()
+        if self.step == 0 and self.monitor is not None:  # the k-NN of the random initialisation: the baseline
+            self._run_monitor()
         while self.step < total:
             self._train_one_step()
             self.step += 1
@@ -158,20 +175,12 @@ class PretrainTrainer:
         return {"step": self.step, "encoder": encoder_path, "knn": self.last_knn}
 
     def _train_one_step(self) -> None:
-        pre = self.config["pretrain"]
         view_q, view_k, ids = (t.to(self.device, non_blocking=True) for t in next(self.stream))
         if self.channels_last:
             view_q, view_k = (v.contiguous(memory_format=torch.channels_last) for v in (view_q, view_k))
-        momentum_update(unwrap(self.query), self.key, pre["key_momentum"])
-        autocast = torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext()
-        with autocast:
-            query = self.query(view_q)
-            key = encode_keys(self.key, view_k)
-        loss, accuracy = infonce_loss(query.float(), key.float(), self.queue.keys, pre["temperature"], ids,
-                                      self.queue.ids)
-        apply_gradients(loss, self.scaler, (self.optimizer,), (self.scheduler,), 0.0)
-        self.queue.push(all_gather_tensor(key.detach().float()), all_gather_tensor(ids))
-        self.window.add({"infonce": loss.detach(), "instance_acc": accuracy, "embed_std": embedding_std(query)})
+        logs = moco_step(self.query, self.key, self.queue, self.optimizer, self.scheduler, self.scaler,
+                         (view_q, view_k, ids), self.config["pretrain"], self.amp_dtype)
+        self.window.add(logs)
 
     def _log_scalars(self) -> Dict[str, str]:
         means = self.window.means()
@@ -190,12 +199,15 @@ class PretrainTrainer:
             postfix["knn"] = f"{self.last_knn['knn_accuracy']:.3f}"
         return postfix
 
+    def _run_monitor(self) -> None:
+        scores = self.monitor(unwrap(self.query), self.device)
+        self.last_knn = dict(scores, step=self.step)
+        self.logger.metrics(scores, self.step)
+
     def _checkpoint(self, monitor: bool) -> None:
         """k-NN monitor (rank 0, when the split has val/ and ``monitor``), then ``checkpoints/latest.pt``."""
         if monitor and self.monitor is not None:
-            scores = self.monitor(unwrap(self.query), self.device)
-            self.last_knn = dict(scores, step=self.step)
-            self.logger.metrics(scores, self.step)
+            self._run_monitor()
         rngs = all_gather_objects(rng_state())
         if self.dist.is_main:
             save_checkpoint(self.run_dir / "checkpoints" / "latest.pt", self.state_dict(rngs))

@@ -1,0 +1,205 @@
+"""Self-supervised pre-training (Code/pretrain.py): train images only, outputs, exact resume, the encoder file and
+its checks, one-line errors, torchrun. Tiny encoder (tu-test_resnet), 64×64, CPU, a few steps."""
+import csv
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from Code.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = str(ROOT / "configs" / "pretrain_smoke.yaml")
+TRAIN_SMOKE = str(ROOT / "configs" / "smoke.yaml")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def split_with_val(phantom_split, tmp_path_factory):
+    """The tiny phantom split plus a ``val/`` part (a copy of test/, same format as data_split.py writes)."""
+    split = tmp_path_factory.mktemp("pretrain") / "split"
+    shutil.copytree(phantom_split, split)
+    shutil.copytree(split / "test", split / "val")
+    return split
+
+
+def pretrain(split, out, *extra, check=True):
+    cmd = [sys.executable, str(ROOT / "Code" / "pretrain.py"), "--config", SMOKE, "--data", str(split),
+           "--out", str(out), *extra]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def listed_train_images(split):
+    names = set()
+    for budget in (split / "train").iterdir():
+        names |= {line.split()[0] for line in (budget / "labeled" / "labeled.txt").read_text().splitlines() if line}
+        names |= {line.strip() for line in (budget / "unlabeled" / "unlabeled.txt").read_text().splitlines() if line}
+    return names
+
+
+def test_sources_are_the_train_images_only(split_with_val):
+    """Mutations checked: val/ images added to the pre-training set; the unlabeled lists skipped."""
+    from Code.pretraining.config import load_pretrain_config
+    from Code.pretraining.data import resolve_pretrain_sources
+
+    for labels in (None, 4):
+        config = load_pretrain_config(SMOKE, [{"data": {"split": str(split_with_val), "labels": labels}}])
+        sources = resolve_pretrain_sources(config)
+        names = [p.name for p in sources.images]
+        assert len(names) == len(set(names))
+        assert set(names) == listed_train_images(split_with_val)  # the budgets partition the same train images
+        for path in sources.images:
+            assert path.relative_to(split_with_val).parts[0] == "train"
+        held_out = {line.split()[0] for part in ("val", "test")
+                    for line in (split_with_val / part / "labeled.txt").read_text().splitlines() if line}
+        assert not held_out & set(names)
+        assert sources.val == split_with_val / "val"
+        assert sources.knn_bank == split_with_val / "train" / "4" / "labeled"
+
+
+def test_views_are_seeded_and_differ():
+    """Mutation checked: both views drawn from one geometry (the second view equals the first)."""
+    import numpy as np
+    from Code.pretraining.data import TwoViewDataset
+
+    dataset = TwoViewDataset.__new__(TwoViewDataset)  # no files needed: one synthetic image
+    dataset.paths, dataset.size, dataset.in_channels, dataset.seed, dataset.epoch = [Path("x")], 32, 1, 5, 0
+    from Code.data.transforms import resolve_aug
+    dataset.aug = resolve_aug({"scale": [1.0, 2.0], "translate": 0.2})
+    dataset._images = [np.random.default_rng(0).integers(0, 255, (40, 48), dtype=np.uint8)]
+    a1, a2, index = dataset[0]
+    b1, b2, _ = dataset[0]
+    assert index.item() == 0 and a1.shape == (1, 32, 32)
+    assert torch.equal(a1, b1) and torch.equal(a2, b2)
+    assert not torch.equal(a1, a2)
+    dataset.set_epoch(1)
+    assert not torch.equal(dataset[0][0], a1)
+
+
+def test_pretrain_writes_everything_and_the_encoder_loads(split_with_val, tmp_path):
+    """Mutations checked: the key encoder exported instead of the trained query encoder (weights differ from
+    latest.pt's model); the k-NN monitor not run (no metrics.csv)."""
+    run = tmp_path / "run"
+    proc = pretrain(split_with_val, run)
+    assert "encoder written to" in proc.stdout and "k-NN on val (step 6)" in proc.stdout
+    with (run / "metrics.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0] == ["step", "knn_accuracy", "knn_balanced_accuracy"] and [r[0] for r in rows[1:]] == ["0", "3", "6"]
+    assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:])
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(run / "tensorboard"))
+    acc.Reload()
+    assert {"loss/infonce", "lr/encoder", "health/embed_std", "health/instance_acc",
+            "eval/knn_accuracy"} <= set(acc.Tags()["scalars"])
+    assert [e.step for e in acc.Scalars("loss/infonce")] == [1, 2, 3, 4, 5, 6]
+    assert all(torch.isfinite(torch.tensor(e.value)) for e in acc.Scalars("loss/infonce"))
+
+    exported = torch.load(run / "encoder.pth", weights_only=True)
+    assert exported["encoder_name"] == "tu-test_resnet" and exported["in_channels"] == 1
+    assert exported["step"] == 6 and exported["objective"] == "mocov2"
+    latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    for key, value in exported["state_dict"].items():
+        assert torch.equal(value, latest["model"][f"encoder.{key}"]), key
+
+    from Code.models import HermesNet
+    net = HermesNet(encoder_name="tu-test_resnet", encoder_weights=str(run / "encoder.pth"), in_channels=1,
+                    decoder_channels=[32, 16, 16, 8, 8], pixel_embed_dim=32, image_embed_dim=16, consist_dim=16)
+    for key, value in exported["state_dict"].items():
+        assert torch.equal(net.encoder.state_dict()[key], value), key
+
+    seg = subprocess.run([sys.executable, str(ROOT / "Code" / "seg_train.py"), "--config", TRAIN_SMOKE, "--data",
+                          str(split_with_val), "--labels", "4", "--out", str(tmp_path / "seg"), "--iters", "2",
+                          "--set", f"model.encoder_weights={run / 'encoder.pth'}"],
+                         cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert seg.returncode == 0, seg.stderr[-3000:]
+
+
+def test_resume_gives_the_same_weights_queue_and_metrics(split_with_val, tmp_path):
+    """Mutations checked: the queue not saved/restored; the view stream restarted from batch 0 on resume."""
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    pretrain(split_with_val, whole)
+    stopped = pretrain(split_with_val, parts, "--stop-after", "2")
+    assert "stopped at step 2" in stopped.stdout and not (parts / "encoder.pth").exists()
+    resumed = pretrain(split_with_val, parts)
+    assert "from step 2" in resumed.stderr
+    a = torch.load(whole / "checkpoints" / "latest.pt", weights_only=False)
+    b = torch.load(parts / "checkpoints" / "latest.pt", weights_only=False)
+    assert a["step"] == b["step"] == 6
+    for part in ("model", "key_model", "queue"):
+        for key, value in a[part].items():
+            assert torch.equal(value, b[part][key]), (part, key)
+    assert (whole / "metrics.csv").read_text() == (parts / "metrics.csv").read_text()
+    ea, eb = (torch.load(r / "encoder.pth", weights_only=True)["state_dict"] for r in (whole, parts))
+    assert all(torch.equal(ea[k], eb[k]) for k in ea)
+
+
+def test_test_images_are_never_read(split_with_val, tmp_path):
+    """With test/ deleted (and no val/) pre-training runs to the end and skips the k-NN monitor.
+    Mutation checked: a resolve step that requires test/labeled.txt (as the trainers' resolve_split does)."""
+    split = tmp_path / "split"
+    shutil.copytree(split_with_val, split)
+    shutil.rmtree(split / "test")
+    shutil.rmtree(split / "val")
+    proc = pretrain(split, tmp_path / "run", "--iters", "2")
+    assert "the split has no val/" in proc.stderr and (tmp_path / "run" / "encoder.pth").is_file()
+    assert not (tmp_path / "run" / "metrics.csv").exists()
+
+
+def test_encoder_file_for_another_encoder_or_channels_is_refused(tmp_path):
+    """Mutation checked: the recorded encoder name / in_channels ignored (the file would load or fail with a
+    shape message that does not say why)."""
+    from Code.models.encoders import build_encoder
+
+    source = build_encoder("tu-test_resnet", 1, None)
+    path = tmp_path / "encoder.pth"
+    torch.save({"state_dict": source.state_dict(), "encoder_name": "tu-test_resnet", "in_channels": 1}, path)
+    loaded = build_encoder("tu-test_resnet", 1, str(path))
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in loaded.state_dict().items())
+    torch.save({"state_dict": source.state_dict(), "encoder_name": "resnet18", "in_channels": 1}, path)
+    with pytest.raises(UserError, match=r"made for encoder 'resnet18' with 1 input.*'tu-test_resnet' with 1"):
+        build_encoder("tu-test_resnet", 1, str(path))
+    torch.save({"state_dict": source.state_dict(), "encoder_name": "tu-test_resnet", "in_channels": 1}, path)
+    with pytest.raises(UserError, match=r"made for encoder 'tu-test_resnet' with 1 input.*with 3"):
+        build_encoder("tu-test_resnet", 3, str(path))
+
+
+def test_errors_are_one_line(split_with_val, tmp_path, assert_one_line_error):
+    """Through the script once (the one-line format), then in-process for each bad setting."""
+    from Code.pretraining.cli import main
+
+    assert_one_line_error(pretrain(tmp_path / "missing", tmp_path / "r1", check=False), "not found")
+    cases = [(["--set", "pretrain.nope=1"], "pretrain.nope"),
+             (["--set", "pretrain.queue_size=1000"], "queue_size.*train images"),
+             (["--set", "pretrain.batch=5"], "bn_splits"),
+             (["--set", "views.scale=[2, 1]"], "views.scale"),
+             (["--set", "pretrain.optimizer=lars"], "pretrain.optimizer"),
+             (["--labels", "7"], "budget 7")]
+    for number, (extra, message) in enumerate(cases):
+        with pytest.raises(UserError, match=message):
+            main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(tmp_path / f"r{number}"), *extra])
+
+
+def test_torchrun_two_processes(split_with_val, tmp_path):
+    """Two CPU processes (gloo): keys of both ranks enter the queue, rank 0 writes the outputs."""
+    run = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(ROOT / "Code" / "pretrain.py"), "--config",
+           SMOKE, "--data", str(split_with_val), "--out", str(run), "--iters", "2",
+           "--set", "pretrain.batch=2", "pretrain.bn_splits=1"]
+    proc = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
+    assert len(state["rng"]) == 2 and not any(k.startswith("module.") for k in state["model"])
+    ids = state["queue"]["ids"].tolist()
+    assert sorted(i for i in ids if i >= 0) == sorted(set(i for i in ids if i >= 0)) and sum(i >= 0 for i in ids) == 8
+    assert (run / "encoder.pth").is_file()
