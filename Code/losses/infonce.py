@@ -7,14 +7,15 @@ K×D), with temperature T:
     l_neg_ij  = q_i·Q_j / T                                   (N, K)
     L         = (1/N) Σ_i −log( exp(l_pos_i) / (exp(l_pos_i) + Σ_j exp(l_neg_ij)) )
 
-i.e. a (K+1)-way cross-entropy whose correct class is 0 (the positive). With ``batch_negatives`` the other
-images' keys of the same step are negatives too (j ≠ i: l_ij = q_i·k_j / T): negatives from the very same key
-encoder, which a drift of the whole embedding between steps cannot tell apart from the positive (only queue keys,
-made by older key encoders, can be "recognised" by their age; see Code/pretraining/moco.py). Keys and queue get no gradient (they come
-from the momentum encoder). With image ids for the queries and the queue entries, a queue entry of the query's
-own image (an older key of it, from an earlier epoch) is no negative: its logit is masked out (set to −10⁹) —
-on a small data set a queue covers a large share of the images, and such "negatives" would be positives. Also returned: the instance-discrimination accuracy (share of queries whose positive
-logit is the largest), a cheap sign that the task is neither trivial (≈ 1 at once) nor failing (≈ 1/(K+1)).
+i.e. a (K+1)-way cross-entropy whose correct class is 0 (the positive). With ``batch_negatives`` the other images'
+keys of the same step are negatives too (j ≠ i: l_ij = q_i·k_j / T): negatives from the very same key encoder, which
+a drift of the whole embedding between steps cannot tell apart from the positive (only queue keys, made by older key
+encoders, can be "recognised" by their age; see the README). Keys and queue get no gradient (they come
+from the momentum encoder). With image ids for the queries and the queue entries, a queue entry of the query's own
+image (an older key of it, from an earlier epoch) is no negative: its logit is masked out (set to −10⁹) — on a small
+data set a queue covers a large share of the images, and such "negatives" would be positives. Also returned: the
+instance-discrimination accuracy (share of queries whose positive logit is the largest), a cheap sign that the task
+is neither trivial (≈ 1 at once) nor failing (≈ 1/(K+1)).
 """
 from __future__ import annotations
 

@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, help="pre-training iterations")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--resume", help="'auto' continues the run in --out with its saved config; or a checkpoint path")
+    parser.add_argument("--resume",
+                        help="'auto' continues the run in --out with its saved config; or a checkpoint path")
     parser.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
     parser.add_argument("--stop-after", type=int, metavar="K",
                         help="save latest.pt and stop once step K is reached, as if interrupted (resume later)")

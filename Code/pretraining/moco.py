@@ -77,12 +77,14 @@ def encode_keys(key: ProjectionBranch, x: torch.Tensor) -> torch.Tensor:
 
 
 class KeyQueue(nn.Module):
-    """FIFO queue of K unit keys (K×D, starts as random unit vectors, as in MoCo) and the ids of their images
-    (K, −1 for the random start), so that a query's own older keys can be excluded from its negatives."""
+    """FIFO queue of K unit keys (K×D, starts as random unit vectors drawn from ``seed``, as in MoCo) and the ids
+    of their images (K, −1 for the random start), so that a query's own older keys can be excluded from its
+    negatives."""
 
-    def __init__(self, size: int, dim: int):
+    def __init__(self, size: int, dim: int, seed: int = 0):
         super().__init__()
-        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        start = torch.randn(size, dim, generator=torch.Generator().manual_seed(seed))  # the same on every rank
+        self.register_buffer("keys", F.normalize(start, dim=1))
         self.register_buffer("ids", torch.full((size,), -1, dtype=torch.long))
         self.register_buffer("pointer", torch.zeros((), dtype=torch.long))
 

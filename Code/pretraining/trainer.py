@@ -8,7 +8,8 @@ One step, for a batch of B images with two views (v₁, v₂) and ids i:
 TensorBoard: ``loss/infonce``, ``lr/encoder``, ``health/embed_std`` (√D · batch std of the unit query
 embeddings: ≈ 1 healthy, → 0 collapse), ``health/instance_acc`` (share of queries whose own key wins); every
 ``monitor.every`` steps and at step 0 (the random initialisation), when the split has ``val/``,
-``eval/knn_accuracy`` and ``eval/knn_balanced_accuracy`` (also in ``metrics.csv``). Output: ``RUN/encoder.pth`` (:func:`encoder_file_state`).
+``eval/knn_accuracy`` and ``eval/knn_balanced_accuracy`` (also in ``metrics.csv``).
+Output: ``RUN/encoder.pth`` (:func:`encoder_file_state`).
 """
 from __future__ import annotations
 
@@ -100,12 +101,12 @@ class PretrainTrainer:
                                   pre["proj_dim"], pre["bn_splits"]).to(device)
         if self.channels_last:
             branch = branch.to(memory_format=torch.channels_last)
-        self.key = make_key_branch(branch)
         self.query = branch
-        if dist.enabled:
+        if dist.enabled:  # DDP copies rank 0's weights into ``branch`` here, before the key copy is made
             ids = [dist.local_rank] if device.type == "cuda" else None
             self.query = torch.nn.parallel.DistributedDataParallel(branch, device_ids=ids)
-        self.queue = KeyQueue(pre["queue_size"], pre["proj_dim"]).to(device)
+        self.key = make_key_branch(branch)
+        self.queue = KeyQueue(pre["queue_size"], pre["proj_dim"], seed=config["seed"]).to(device)
         self.optimizer = build_optimizer(branch.parameters(), pre)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
                                                            warmup_cosine(pre["warmup_iters"], pre["iters"]))
