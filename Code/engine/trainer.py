@@ -111,6 +111,7 @@ class Trainer:
         self.window = ScalarWindow()
         self.first_bad: Dict[str, torch.Tensor] = {}
         self.step, self.best, self.last_metrics = 0, None, None
+        self.stop_requested = False  # set by a signal handler (cli): save latest.pt after this step and stop
 
     def _build_model(self) -> torch.nn.Module:
         model = build_model(self.config).to(self.device)
@@ -172,7 +173,8 @@ class Trainer:
                 self.logger.images(vis, self.step)
             if self.step % eval_every == 0 or self.step == total:
                 self._evaluate_and_save()
-            if stop_after is not None and self.step >= stop_after and self.step < total:
+            wants_stop = self.stop_requested or (stop_after is not None and self.step >= stop_after)
+            if wants_stop and self.step < total:
                 bar.close()
                 return self._stop()
         bar.close()
