@@ -139,10 +139,10 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
             trainer.best, trainer.last_metrics = None, None
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
+    previous = install_stop_handlers(trainer) if not dist.enabled else {}
     if dist.is_main:
         print(f"run {run_dir}: method {config['method']}, data {trainer.split} (N={trainer.labels}), "
               f"{config['train']['iters']} iterations on {device}", file=sys.stderr, flush=True)
-    previous = install_stop_handlers(trainer) if not dist.enabled else {}
     try:
         result = trainer.fit(stop_after=stop_after)
     finally:
