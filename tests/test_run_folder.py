@@ -167,7 +167,8 @@ def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path)
     assert bad.returncode == 2 and "not found" in bad.stderr and (run / "config.yaml").is_file()
     cmd = [sys.executable, str(REPO_ROOT / "Code" / "seg_train.py"), "--config", str(SMOKE), "--data",
            str(phantom_split), "--labels", "4", "--out", str(run), "--iters", "400"]
-    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         line = proc.stderr.readline()
