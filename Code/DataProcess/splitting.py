@@ -36,11 +36,21 @@ def merged_mask_png(item: RawItem) -> bytes:
         if mask.shape[:2] != image.shape[:2]:
             raise UserError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {item.image} is "
                             f"{image.shape[1]}x{image.shape[0]}")
-        merged |= binarize_mask(mask)
+        merged |= binarize_mask(mask, f"mask {mask_path}")
     ok, encoded = cv2.imencode(".png", merged * np.uint8(255))
     if not ok:
         raise UserError(f"cannot encode the mask of {item.image}")
     return encoded.tobytes()
+
+
+def empty_mask_counts(items: Sequence[RawItem], masks: Sequence[bytes]) -> Dict[str, Dict[str, int]]:
+    """Per class: how many of its images have an empty (all-background) merged mask, and how many it has."""
+    counts = {name: {"empty": 0, "total": 0} for name in CLASS_NAMES}
+    for item, png in zip(items, masks):
+        entry = counts[CLASS_NAMES[item.label]]
+        entry["total"] += 1
+        entry["empty"] += int(not cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).any())
+    return counts
 
 
 def _prepare_out(out: Path, root: Path, force: bool) -> None:
@@ -125,6 +135,7 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
                       "test_ratio": test_ratio, "group_regex": group_regex, "include_normal": include_normal,
                       "csv": None if csv_file is None else str(csv_file)},
         "classes": {str(label): name for label, name in enumerate(CLASS_NAMES)},
+        "empty_masks": empty_mask_counts(items, masks),
         "counts": {part: _counts(items, idx) for part, idx in _parts(plan).items()},
         "files": {writer.image_names[i]: {
             "source": items[i].image.relative_to(root_path).as_posix(),
@@ -145,4 +156,8 @@ def format_summary(record: dict) -> str:
         rows.append(f"{part:<24}{counts['benign']:>8}{counts['malignant']:>11}{counts['total']:>8}"
                     f"{counts['groups']:>8}" + (f"   ({counts['normal']} normal in class 0)" if "normal" in counts
                                                  else ""))
+    if "empty_masks" in record:
+        shares = [f"{name} {c['empty']} of {c['total']} ({100.0 * c['empty'] / max(1, c['total']):.1f} %)"
+                  for name, c in record["empty_masks"].items()]
+        rows.append("empty masks (no lesion pixel): " + ", ".join(shares))
     return "\n".join(rows)
