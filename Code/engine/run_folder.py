@@ -181,8 +181,8 @@ def _reconcile(saved: Dict[str, Any], asked: Dict[str, Any], explicit: Set[str],
         shown = ", ".join(f"{k} (saved {_get(saved, k)!r}, asked {_get(asked, k)!r})" for k in (clashing or diff)[:4])
         hint = ("drop those flags to continue it with its saved config, or use --force or another --out to start "
                 "a new run with them") if keep_saved else \
-            ("add --resume auto to continue it with its saved config, or --force to start over "
-             "(only --iters may change on an existing run)")
+            ("only --iters may change on an existing run: to continue it, run it without the other changes (or "
+             "--resume auto without them); --force starts over")
         raise UserError(f"{where} holds a run with a different config (differs in: {shown}); {hint}")
     plan.notes.append(f"continuing with the saved config of {where}; not taken from the defaults: {', '.join(diff[:6])}")
     return plan
@@ -227,8 +227,11 @@ def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
         state = "new"
     if resume_path is not None:
         if state == "run":
-            raise UserError(f"--resume {resume_path}: {run_dir} already holds another run; resume into a new --out "
-                            "(or --force to replace that run)")
+            own = _inside(resume_path.resolve(), run_dir.resolve())
+            raise UserError(f"--resume {resume_path}: {run_dir} already holds "
+                            + ("that run; continue it with --resume auto, or branch from this checkpoint into a new "
+                               "--out" if own else "another run; resume into a new --out (or --force to replace "
+                                                   "that run)"))
         info = _checkpoint_info(resume_path, config["task"])
         plan = _reconcile(info["config"], config, explicit, info["step"], str(resume_path), keep_saved=True)
         plan.checkpoint, plan.fork = resume_path, True
