@@ -118,6 +118,24 @@ def test_rows_written_after_the_checkpoint_are_dropped_on_resume(tmp_path):
     assert metric_steps(run) == ["3"]
 
 
+def test_tensorboard_events_after_the_checkpoint_are_purged_on_resume(tmp_path):
+    """Defect 5, TensorBoard side. Mutation checked: without purge_after the resumed run's step 4 appears twice."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from Code.engine.logging import RunLogger
+
+    killed = RunLogger(tmp_path, ["dice"])
+    for step in range(1, 7):
+        killed.scalars({"total": float(step)}, step)
+    killed.close()
+    resumed = RunLogger(tmp_path, ["dice"])
+    resumed.purge_after(3)
+    resumed.scalars({"total": 40.0}, 4)
+    resumed.close()
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/total")] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0)]
+
+
 def test_a_run_without_checkpoint_is_not_protected_and_out_may_not_be_a_file(tmp_path):
     """Defects 7 and 9. Mutations checked: treating 'unstarted' as 'run' refuses the corrected config ('different
     config'); without the is-a-file check mkdir raises FileExistsError."""

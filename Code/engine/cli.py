@@ -137,6 +137,7 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
         trainer.load_state_dict(load_checkpoint(checkpoint))
         if plan.fork:  # another run's state: this folder's history (metrics.csv, best.pt) starts here
             trainer.best, trainer.last_metrics = None, None
+        trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
     previous = install_stop_handlers(trainer) if not dist.enabled else {}

@@ -57,7 +57,15 @@ class RunLogger:
         self.enabled = enabled
         self.metric_keys = list(metric_keys)
         self.csv_path = Path(run_dir) / "metrics.csv"
-        self.writer: Optional[SummaryWriter] = SummaryWriter(str(Path(run_dir) / "tensorboard")) if enabled else None
+        self.tb_dir = Path(run_dir) / "tensorboard"
+        self.writer: Optional[SummaryWriter] = SummaryWriter(str(self.tb_dir)) if enabled else None
+
+    def purge_after(self, step: int) -> None:
+        """On resume from a checkpoint at ``step``: reopen TensorBoard so that events logged after it (by a run
+        killed before its next checkpoint) are hidden, as ``metrics.csv`` rows past it are dropped."""
+        if self.writer:
+            self.writer.close()
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=step + 1)
 
     def scalars(self, values: Dict[str, float], step: int) -> None:
         if not self.writer:
