@@ -203,6 +203,6 @@ def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path)
     assert f"shortening {run} from 400 to {step + 1} iterations at step {step}" in shorter.stderr
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert state["seg_optimizer"]["param_groups"][0]["lr"] == 0.0  # the schedule now ends at the new last step
-    assert f"test metrics, final (step {step + 1})" in shorter.stdout and metric_steps(run)[-1] == str(step + 1)
+    assert f"test metrics at the final step ({step + 1})" in shorter.stdout and metric_steps(run)[-1] == str(step + 1)
     refused = _train(phantom_split, run, "--iters", step)
     assert refused.returncode == 2 and f"already at step {step + 1}" in refused.stderr
