@@ -13,3 +13,26 @@ def load_script(name):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO_ROOT / "Code"))
+
+
+SMOKE_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
+
+# The metrics.csv column that picks best.pt, per task (cls breaks ties by AUC). One place to change when the
+# selection moves to another column (e.g. a validation part's).
+SELECTION_COLUMN = {"seg": "dice", "cls": "accuracy"}
+
+
+def smoke_config(split, labels=4, task="seg", **sections):
+    """The resolved ``configs/smoke.yaml`` for in-process runs on ``split``/train/``labels``.
+
+    ``sections`` override config keys: ``method="fixmatch"``, ``train={"iters": 4}``, … (merged into the config
+    like ``--set``). ``task`` also applies the entry script's defaults (saliency for seg, IAS for cls)."""
+    from Code.engine.cli import ENTRY_DEFAULTS
+    from Code.engine.config import load_config
+
+    overrides = [{"data": {"split": str(split), "labels": labels}}]
+    if sections:
+        overrides.append(sections)
+    config = load_config(str(SMOKE_CONFIG), overrides=overrides, defaults=ENTRY_DEFAULTS[task])
+    config["task"] = task
+    return config
