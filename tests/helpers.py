@@ -1,5 +1,6 @@
 """Helpers shared by test modules (pytest puts this folder on sys.path: ``from helpers import ...``)."""
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -36,3 +37,17 @@ def smoke_config(split, labels=4, task="seg", **sections):
     config = load_config(str(SMOKE_CONFIG), overrides=overrides, defaults=ENTRY_DEFAULTS[task])
     config["task"] = task
     return config
+
+
+BUSI_ENV = "HERMES_BUSI_ROOT"
+
+
+def busi_root():
+    """``(folder holding Dataset_BUSI_with_GT, explicit)`` for the real-data tests: ``$HERMES_BUSI_ROOT`` when set
+    (that folder, or ``Dataset_BUSI_with_GT`` itself), else ``../shared/data/BUSI`` relative to the repository;
+    ``explicit`` tells whether the variable was set (then a missing copy is an error, not a skip)."""
+    value = os.environ.get(BUSI_ENV)
+    if value:
+        path = Path(value).expanduser()
+        return (path.parent if path.name == "Dataset_BUSI_with_GT" else path), True
+    return REPO_ROOT.parent / "shared" / "data" / "BUSI", False
