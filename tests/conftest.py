@@ -8,7 +8,9 @@ Data fixtures:
   ``normal/``) and ``BUSI_LAYOUT``, what it holds; the real BUSI copy is found by ``helpers.busi_root()``
   (environment variable ``HERMES_BUSI_ROOT``);
 Helpers:
-- ``run_script``:    run ``python Code/<...>.py args`` from the repo root, returns the CompletedProcess;
+- ``run_script``:    run ``python Code/<...>.py args`` from the repo root (one thread), returns the CompletedProcess;
+- ``run_main``:      run a script's ``main`` in-process as its ``__main__`` block does (``run_cli``), returns a
+  CompletedProcess-like result: the cheap way to test CLI error paths, where a subprocess adds nothing;
 - ``assert_one_line_error``: check a failed CLI run's one-line ``error: ...`` message;
 - ``single_thread``: one intra-op torch thread for a module (``pytestmark = pytest.mark.usefixtures(...)``).
 """
@@ -111,6 +113,25 @@ def run_script():
         env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
         return subprocess.run([sys.executable, str(REPO_ROOT / script), *map(str, args)], cwd=REPO_ROOT,
                               capture_output=True, text=True, env=env, timeout=300)
+    return run
+
+
+@pytest.fixture
+def run_main(capsys):
+    """run_main(module.main, "--flag", value, ...) → CompletedProcess(args, exit status, stdout, stderr), in-process:
+    ``run_cli`` turns a UserError into one ``error:`` line on stderr and exit status 2, exactly as in the script."""
+    from Code.errors import run_cli
+
+    def run(main, *args) -> subprocess.CompletedProcess:
+        argv = [str(a) for a in args]
+        capsys.readouterr()
+        try:
+            run_cli(main, argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(argv, code, out, err)
     return run
 
 
