@@ -13,6 +13,7 @@ from Code.DataProcess.raw_readers import read_busi
 from Code.DataProcess.splitting import split_dataset
 from Code.errors import UserError
 from conftest import BUSI_LAYOUT, busi_lesion
+from helpers import BUSI_ENV, REPO_ROOT, busi_root
 
 
 def _expected_mask(cls, number):
@@ -98,3 +99,17 @@ def test_split_record_maps_new_names_to_sources(busi_layout, tmp_path):
                               "Dataset_BUSI_with_GT/benign/benign (10)_mask_1.png",
                               "Dataset_BUSI_with_GT/benign/benign (10)_mask_2.png"]
     assert json.loads((tmp_path / "s" / "split.json").read_text())["files"]["benign_10.png"] == entry
+
+
+def test_busi_root_follows_the_environment(monkeypatch, tmp_path):
+    """``HERMES_BUSI_ROOT`` points the real-data tests at a BUSI copy (given as the folder holding
+    ``Dataset_BUSI_with_GT`` or as that folder); unset, the default is ``../shared/data/BUSI`` next to the repo.
+
+    Mutations checked: the variable ignored (always the default); ``Dataset_BUSI_with_GT`` not mapped to its
+    parent (the tests' ``Dataset_BUSI_with_GT/...`` source paths would then be wrong)."""
+    monkeypatch.setenv(BUSI_ENV, str(tmp_path / "copy"))
+    assert busi_root() == (tmp_path / "copy", True)
+    monkeypatch.setenv(BUSI_ENV, str(tmp_path / "copy" / "Dataset_BUSI_with_GT"))
+    assert busi_root() == (tmp_path / "copy", True)
+    monkeypatch.delenv(BUSI_ENV)
+    assert busi_root() == (REPO_ROOT.parent / "shared" / "data" / "BUSI", False)

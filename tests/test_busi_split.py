@@ -25,7 +25,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.skipif(
 
 
 def test_busi_copy_is_where_the_environment_says():
-    """With HERMES_BUSI_ROOT set, a wrong path is a failure naming the variable, not a silent skip."""
+    """With HERMES_BUSI_ROOT set, a wrong path is a failure naming the variable, not a silent skip.
+
+    Checked by running with ``HERMES_BUSI_ROOT=/nonexistent``: this test fails with the message (and the module's
+    other tests error); the variable's reading itself is guarded by test_busi_reader.py's
+    ``test_busi_root_follows_the_environment``."""
     assert (BUSI / "Dataset_BUSI_with_GT").is_dir(), f"{BUSI_ENV}={BUSI} holds no Dataset_BUSI_with_GT/"
 
 
