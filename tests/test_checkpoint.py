@@ -99,7 +99,7 @@ def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path,
     assert any(not torch.equal(v, latest["model"][k]) for k, v in best["model"].items())
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def gloo_group(tmp_path_factory):
     """A one-process gloo group (file rendezvous), so that a model can be wrapped in DDP on the CPU."""
     import torch.distributed as dist
