@@ -2,7 +2,7 @@
 
 Data fixtures:
 - ``phantom_raw``:   a tiny phantom in the SZ-TUS raw layout (24 benign + 24 malignant images, 64×64);
-- ``phantom_split``: that phantom split with budgets ``SPLIT_LABELS`` (returns the split folder);
+- ``phantom_split``: that phantom split with budgets ``SPLIT_LABELS`` and a val/ part (returns the split folder);
 - ``tiny_phantom_args`` / ``split_labels``: the arguments behind those two;
 - ``busi_layout``:   a tiny synthetic ``Dataset_BUSI_with_GT`` (names with spaces, ``_mask_1`` multi-masks,
   ``normal/``) and ``BUSI_LAYOUT``, what it holds; the real BUSI copy is found by ``helpers.busi_root()``
@@ -26,6 +26,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_PHANTOM = {"n_benign": 24, "n_malignant": 24, "size": 64, "seed": 3}
 SPLIT_LABELS = (4, 10)
+VAL_RATIO = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def phantom_raw(tmp_path_factory) -> Path:
 def phantom_split(phantom_raw, tmp_path_factory) -> Path:
     from Code.DataProcess.splitting import split_dataset
     out = tmp_path_factory.mktemp("phantom_split") / "split"
-    split_dataset("sztus", phantom_raw, out, list(SPLIT_LABELS), seed=0)
+    split_dataset("sztus", phantom_raw, out, list(SPLIT_LABELS), seed=0, val_ratio=VAL_RATIO)
     return out
 
 
