@@ -18,9 +18,9 @@ def load_script(name):
 
 SMOKE_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 
-# The metrics.csv column that picks best.pt, per task (cls breaks ties by AUC). One place to change when the
-# selection moves to another column (e.g. a validation part's).
-SELECTION_COLUMN = {"seg": "dice", "cls": "accuracy"}
+# The metrics.csv column that picks best.pt, per task (cls breaks ties by AUC): the val/ part's metric. One place
+# to change should the selection move to another column.
+SELECTION_COLUMN = {"seg": "val_dice", "cls": "val_accuracy"}
 
 
 def smoke_config(split, labels=4, task="seg", **sections):

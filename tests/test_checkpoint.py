@@ -60,8 +60,12 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
 
 
 def _scripted_evaluation(scores, calls):
-    """A ``Trainer.evaluate`` stand-in: the k-th evaluation returns every metric equal to ``scores[k]``."""
-    def evaluate(trainer, *args, **kwargs):
+    """A ``Trainer.evaluate`` stand-in. The k-th evaluation of the val part (a ``loader`` is passed) returns every
+    metric equal to ``scores[k]``; the test part's (no loader) returns ``1 − scores[k]``, so that choosing by the
+    test metrics would pick another step."""
+    def evaluate(trainer, loader=None, *args, **kwargs):
+        if loader is None:
+            return {key: 1.0 - scores[len(calls)] for key in METRIC_KEYS}
         calls.append(trainer.step)
         return {key: scores[len(calls) - 1] for key in METRIC_KEYS}
     return evaluate
@@ -69,11 +73,13 @@ def _scripted_evaluation(scores, calls):
 
 @pytest.mark.parametrize("task, scores", [("seg", [0.2, 0.7, 0.4]), ("cls", [0.1, 0.3, 0.3])])
 def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path, monkeypatch, task, scores):
-    """``best.pt`` holds the step whose selection score in ``metrics.csv`` is the highest (the first on a tie), and
-    ``final_metrics.json`` names the same step; the evaluations are scripted so that the best is not the last.
+    """``best.pt`` holds the step whose selection score (the val part's, ``SELECTION_COLUMN``) in ``metrics.csv``
+    is the highest (the first on a tie), and ``final_metrics.json`` names the same step with the test metrics of
+    that step; the evaluations are scripted so that the best is neither the last nor the test part's best.
 
     Mutations checked: ``improved`` always true in ``Trainer._evaluate_and_save`` (best.pt = the last evaluation);
-    ``>=`` instead of ``>`` in the score comparison (a tie moves best.pt to the later step, cls case)."""
+    ``>=`` instead of ``>`` in the score comparison (a tie moves best.pt to the later step, cls case); the score
+    taken from the test metrics instead of val's."""
     from Code.engine import trainer as trainer_module
 
     run = tmp_path / "run"
@@ -94,8 +100,10 @@ def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path,
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert best["step"] == expected_step and latest["step"] == 6
-    assert json.loads((run / "final_metrics.json").read_text())["best"]["step"] == expected_step
-    assert result["best"]["step"] == expected_step
+    final = json.loads((run / "final_metrics.json").read_text())
+    assert final["best_val_step"] == expected_step == result["best_val_step"]
+    test_at_best = final["test_at_best_val"]
+    assert test_at_best["step"] == expected_step and test_at_best["dice"] == pytest.approx(1.0 - scores[best_row])
     assert any(not torch.equal(v, latest["model"][k]) for k, v in best["model"].items())
 
 

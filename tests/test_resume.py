@@ -69,7 +69,8 @@ def first_evaluation_stays_best(monkeypatch):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_split, tmp_path, capsys,
                                                                  first_evaluation_stays_best):
-    """Stop after the first evaluation, resume, compare everything with an uninterrupted run.
+    """Stop after the first evaluation, resume, compare everything with an uninterrupted run (the split has a
+    val/ part, so best.pt is chosen on val).
 
     Mutations checked (each fails this test): ``load_state_dict`` not restoring ``self.best`` (best.pt and
     final_metrics.json then name step 6); not loading the optimiser states (weights and Adam moments differ); not
@@ -89,12 +90,12 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
     assert _rows(whole) == _rows(parts) and [r[0] for r in _rows(whole)[1:]] == ["3", "6"]
     final_whole = json.loads((whole / "final_metrics.json").read_text())
     assert final_whole == json.loads((parts / "final_metrics.json").read_text())
-    assert final_whole["best"]["step"] == 3 and final_whole["final"]["step"] == 6
+    assert final_whole["best_val_step"] == 3 and final_whole["test_at_final"]["step"] == 6
     for name in ("best.pt", "latest.pt"):
         a, b = _load(whole, name), _load(parts, name)
         assert a["step"] == b["step"] == (3 if name == "best.pt" else 6)
         for key in ("model", "seg_optimizer", "cls_optimizer", "schedulers", "scaler", "banks", "streams",
-                    "best", "last_metrics"):
+                    "best", "last_metrics", "last_val"):
             _assert_same(a[key], b[key], f"{name}:{key}")
     latest = _load(whole, "latest.pt")
     assert latest["seg_optimizer"]["state"] and latest["cls_optimizer"]["state"]  # real moments were compared

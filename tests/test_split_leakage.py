@@ -2,7 +2,7 @@
 
 Which source image became which output file is found by the file's bytes (images are copied byte for byte), and
 the case id comes from the test's own rule (``CASE_ID``) on the source file name: neither the ``group`` nor the
-``source`` field that the code writes into ``split.json`` is trusted. Also: a case whose frames carry both
+``source`` field that the code writes into ``split.json`` is trusted. Parts: test, val (when present), train. Also: a case whose frames carry both
 classes is refused, and the nested-budget fallback (forward fill stuck, backward fill succeeds) really runs.
 """
 from __future__ import annotations
@@ -45,20 +45,23 @@ def source_cases(split: Path, raw: Path, part: str, list_name: str) -> list:
     return [case_of(by_bytes[_digest(split / part / "image" / name)][0]) for name in names]
 
 
-def test_no_case_straddles_test_train_or_labeled_unlabeled(phantom_split, phantom_raw, split_labels):
-    """Every raw image lands exactly once in test ∪ train, and no case (by the file name, traced by bytes) is on
-    both sides of test/train or of labeled/unlabeled, for every budget.
+def test_no_case_straddles_test_val_train_or_labeled_unlabeled(phantom_split, phantom_raw, split_labels):
+    """Every raw image lands exactly once in test ∪ val ∪ train, and no case (by the file name, traced by bytes)
+    is on two of test, val and train, or on both sides of labeled/unlabeled, for every budget.
 
     Mutation checked: SZ-TUS groups = one per image (``group = image.stem`` in ``raw_readers.read_sztus``) →
     frames of one case are split apart and this test fails."""
     raw_total = len(list(phantom_raw.glob("*/image/*.png")))
     test = source_cases(phantom_split, phantom_raw, "test", "labeled.txt")
-    assert len({c for c in test}) < len(test)  # the phantom has multi-frame cases, so this is a real check
+    val = (source_cases(phantom_split, phantom_raw, "val", "labeled.txt")
+           if (phantom_split / "val" / "labeled.txt").is_file() else [])
+    assert len(set(test)) < len(test)  # the phantom has multi-frame cases, so this is a real check
+    assert not set(test) & set(val)
     for n in split_labels:
         labeled = source_cases(phantom_split, phantom_raw, f"train/{n}/labeled", "labeled.txt")
         unlabeled = source_cases(phantom_split, phantom_raw, f"train/{n}/unlabeled", "unlabeled.txt")
-        assert len(test) + len(labeled) + len(unlabeled) == raw_total
-        assert not set(test) & (set(labeled) | set(unlabeled)), n
+        assert len(test) + len(val) + len(labeled) + len(unlabeled) == raw_total
+        assert not (set(test) | set(val)) & (set(labeled) | set(unlabeled)), n
         assert not set(labeled) & set(unlabeled), n
 
 
