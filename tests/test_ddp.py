@@ -69,10 +69,11 @@ def _odd_split(phantom_split: Path, tmp: Path) -> Path:
     return split
 
 
-def _worker(rank: int, split: str, weights: str, out: str, rendezvous: str) -> None:
-    """One gloo rank: a Trainer with DistInfo(rank, 2) (DDP-wrapped model), the given weights, ``evaluate()``."""
+def _worker(rank: int, split: str, checkpoint: str, out: str, rendezvous: str) -> None:
+    """One gloo rank: a Trainer with DistInfo(rank, 2) (DDP-wrapped model), the checkpoint's weights, ``evaluate()``."""
     import torch.distributed as dist
 
+    from Code.engine.checkpoint import load_checkpoint
     from Code.engine.distributed import DistInfo, unwrap
     from Code.engine.trainer import Trainer
 
@@ -81,7 +82,7 @@ def _worker(rank: int, split: str, weights: str, out: str, rendezvous: str) -> N
     try:
         config = smoke_config(split, method="supervised")
         trainer = Trainer(config, Path(out) / f"rank{rank}", torch.device("cpu"), DistInfo(rank, WORLD, rank))
-        unwrap(trainer.model).load_state_dict(torch.load(weights, weights_only=True))
+        unwrap(trainer.model).load_state_dict(load_checkpoint(checkpoint)["model"])
         metrics = trainer.evaluate()
         local = len(list(trainer.eval_loader.sampler))
         torch.save({"metrics": metrics, "local_images": local}, Path(out) / f"result{rank}.pt")
@@ -93,10 +94,11 @@ def _worker(rank: int, split: str, weights: str, out: str, rendezvous: str) -> N
 @pytest.mark.slow
 def test_gathered_evaluation_equals_single_process(phantom_split, tmp_path):
     """``Trainer.evaluate`` on 2 gloo ranks (each evaluating its shard, records gathered, the sampler's padding
-    dropped) gives the single-process metrics of the same weights; one rank's shard alone would not.
+    dropped) gives the single-process metrics of the same checkpoint; one rank's shard alone would not.
 
     Mutations checked: no gathering in ``Trainer.evaluate`` (each rank summarises its own records); the padding
     kept (records concatenated instead of de-duplicated by name)."""
+    from Code.engine.checkpoint import save_checkpoint
     from Code.engine.evaluation import evaluate_model, summarize_metrics
     from Code.engine.trainer import Trainer
 
@@ -104,8 +106,8 @@ def test_gathered_evaluation_equals_single_process(phantom_split, tmp_path):
     config = smoke_config(split, method="supervised")
     torch.manual_seed(1)
     single = Trainer(config, tmp_path / "single", torch.device("cpu"))
-    weights = tmp_path / "weights.pt"
-    torch.save(single.model.state_dict(), weights)
+    checkpoint = tmp_path / "single" / "checkpoints" / "latest.pt"
+    save_checkpoint(checkpoint, single.state_dict())
     expected = single.evaluate()
     records = evaluate_model(single.model, single.eval_loader, "cpu")
     single.logger.close()
@@ -114,7 +116,7 @@ def test_gathered_evaluation_equals_single_process(phantom_split, tmp_path):
     differs = [k for k in METRIC_KEYS if shard0[k] != pytest.approx(expected[k], abs=1e-6, nan_ok=True)]
     assert "auc" in differs, (shard0, expected)
 
-    mp.spawn(_worker, args=(str(split), str(weights), str(tmp_path), str(tmp_path / "rendezvous")), nprocs=WORLD,
+    mp.spawn(_worker, args=(str(split), str(checkpoint), str(tmp_path), str(tmp_path / "rendezvous")), nprocs=WORLD,
              join=True)
     for rank in range(WORLD):
         result = torch.load(tmp_path / f"result{rank}.pt", weights_only=False)
