@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -37,6 +38,8 @@ def _assert_same(a, b, where=""):
     """Recursive equality of checkpoint contents (tensors bit-exact)."""
     if isinstance(a, torch.Tensor):
         assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        assert isinstance(b, np.ndarray) and np.array_equal(a, b), where
     elif isinstance(a, dict):
         assert isinstance(b, dict) and set(a) == set(b), (where, sorted(set(a) ^ set(b)))
         for key in a:
@@ -73,8 +76,8 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
 
     Mutations checked (each fails this test): ``load_state_dict`` not restoring ``self.best`` (best.pt and
     final_metrics.json then name step 6); not loading the optimiser states (weights and Adam moments differ); not
-    loading the schedulers (learning rates differ); not loading the memory banks (cls_train case); a stream that
-    restarts from batch 0 on resume (``consumed`` not restored)."""
+    loading the schedulers (learning rates differ); not loading the memory banks (cls_train case); not loading the
+    EMA teacher; a stream that restarts from batch 0 on resume (``consumed`` not restored)."""
     task, extra, stop = CASES[case]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _run(task, phantom_split, whole, *extra)
@@ -93,11 +96,10 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
     for name in ("best.pt", "latest.pt"):
         a, b = _load(whole, name), _load(parts, name)
         assert a["step"] == b["step"] == (3 if name == "best.pt" else 6)
-        for key in ("model", "seg_optimizer", "cls_optimizer", "schedulers", "scaler", "banks", "streams",
-                    "best", "last_metrics", "last_val"):
-            _assert_same(a[key], b[key], f"{name}:{key}")
+        _assert_same(a, b, name)  # every entry: weights, optimisers, schedulers, banks, teacher, streams, RNGs, ...
     latest = _load(whole, "latest.pt")
     assert latest["seg_optimizer"]["state"] and latest["cls_optimizer"]["state"]  # real moments were compared
     assert [s["last_epoch"] for s in latest["schedulers"]] == [6, 6]
+    assert latest["teacher"] is not None or latest["config"]["ssl"]["teacher"] != "ema"  # the EMA teacher compared
     if case == "cls_train":
         assert latest["banks"] and any(v.abs().sum() > 0 for v in latest["banks"].values())
