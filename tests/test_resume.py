@@ -24,7 +24,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("single_thread")]
 CASES = {
     # name: (task, extra command-line arguments, --stop-after); smoke config: 6 iterations, evaluations at 3 and 6
     "fixmatch": ("seg", ["--method", "fixmatch"], 4),  # stopped one step after the first evaluation
-    "cls_train": ("cls", [], 3),                       # stopped right at the first evaluation
+    "cls_train": ("cls", ["--set", "ssl.prior_aware=true"], 3),  # stopped right at the first evaluation;
+    # prior_aware adds the running unlabeled-pool prior to the state that must survive the resume
 }
 
 
@@ -76,8 +77,8 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
 
     Mutations checked (each fails this test): ``load_state_dict`` not restoring ``self.best`` (best.pt and
     final_metrics.json then name step 6); not loading the optimiser states (weights and Adam moments differ); not
-    loading the schedulers (learning rates differ); not loading the memory banks (cls_train case); not loading the
-    EMA teacher; a stream that restarts from batch 0 on resume (``consumed`` not restored)."""
+    loading the schedulers (learning rates differ); not loading the memory banks or the pool prior (cls_train case); not
+    loading the EMA teacher; a stream that restarts from batch 0 on resume (``consumed`` not restored)."""
     task, extra, stop = CASES[case]
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     _run(task, phantom_split, whole, *extra)
@@ -102,4 +103,5 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
     assert [s["last_epoch"] for s in latest["schedulers"]] == [6, 6]
     assert latest["teacher"] is not None or latest["config"]["ssl"]["teacher"] != "ema"  # the EMA teacher compared
     if case == "cls_train":
+        assert latest["pool_prior"] is not None
         assert latest["banks"] and any(v.abs().sum() > 0 for v in latest["banks"].values())
