@@ -18,7 +18,7 @@ demo: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python Code/seg_train.py
 
 test: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
+	HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	HF_HUB_OFFLINE=1 $(BIN)/python Code/bench.py data

@@ -72,12 +72,11 @@ def test_dry_run_lists_grid_and_skips_finished(grid):
     assert not (out / "supervised_n8_s1").exists()  # nothing was run
 
 
-def test_bad_arguments_are_one_line_errors(grid, tmp_path):
+def test_bad_arguments_are_one_line_errors(grid, tmp_path, run_main):
     config, out = grid
     for extra in (["--methods", "mixmatch"], ["--config", str(tmp_path / "missing.yaml")]):
         args = ["--config", str(config), "--labels", "8", "--out", str(out), *extra]
-        proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                              timeout=60)
+        proc = run_main(run_experiments.main, *args)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
