@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from Code.data import read_labeled_list, read_unlabeled_list
+from Code.DataProcess import data_split
 from Code.DataProcess.split_plan import closest_reachable, fill_exactly, nested_fill
 from Code.DataProcess.splitting import split_dataset
 from Code.errors import UserError
@@ -49,9 +50,11 @@ def test_counts_stratification_and_nesting(phantom_split, split_labels, tiny_pha
     counts = record["counts"]
     for cls, key in (("benign", "n_benign"), ("malignant", "n_malignant")):
         total = tiny_phantom_args[key]
-        assert counts["test"][cls] + counts["train"][cls] == total
+        assert counts["test"][cls] + counts["val"][cls] + counts["train"][cls] == total
         assert abs(counts["test"][cls] - 0.3 * total) <= 3  # whole groups of <= 4 frames
+        assert abs(counts["val"][cls] - 0.25 * total) <= 3
     test_names = {i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")}
+    test_names |= {i for i, _, _ in read_labeled_list(phantom_split / "val" / "labeled.txt")}
     previous = set()
     for n in split_labels:
         part = phantom_split / "train" / str(n)
@@ -65,39 +68,63 @@ def test_counts_stratification_and_nesting(phantom_split, split_labels, tiny_pha
 
 def test_groups_never_straddle_parts(phantom_split, split_labels):
     test_groups = _groups(phantom_split, [i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")])
+    val_groups = _groups(phantom_split, [i for i, _, _ in read_labeled_list(phantom_split / "val" / "labeled.txt")])
+    assert val_groups and not val_groups & test_groups
     for n in split_labels:
         part = phantom_split / "train" / str(n)
         labeled = _groups(phantom_split, [i for i, _, _ in read_labeled_list(part / "labeled" / "labeled.txt")])
         unlabeled = _groups(phantom_split, read_unlabeled_list(part / "unlabeled" / "unlabeled.txt"))
-        assert not labeled & unlabeled and not test_groups & (labeled | unlabeled)
+        assert not labeled & unlabeled and not (test_groups | val_groups) & (labeled | unlabeled)
     assert all("-" in g and not g.endswith(".png") for g in test_groups)  # case ids like PH-0001
 
 
-def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, assert_one_line_error):
-    args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--seed", 0]
-    first = run_script(SCRIPT, *args, "--out", tmp_path / "a")
+def test_unlabeled_truth_lists_exactly_the_unlabeled_images(phantom_split, split_labels):
+    """Mutation checked: truth.txt written for the labeled part (or with the wrong classes)."""
+    files = json.loads((phantom_split / "split.json").read_text())["files"]
+    for n in split_labels:
+        part = phantom_split / "train" / str(n) / "unlabeled"
+        truth = read_labeled_list(part / "truth.txt")
+        assert [image for image, _, _ in truth] == read_unlabeled_list(part / "unlabeled.txt")
+        assert all(files[image]["label"] == label and (part / "mask" / mask).is_file() for image, mask, label in truth)
+
+
+def test_val_ratio_zero_writes_no_val_and_is_recorded(phantom_raw, tmp_path):
+    """Mutation checked: val carved from test instead of train (test changes with --val-ratio)."""
+    from Code.DataProcess.splitting import split_dataset
+
+    without = split_dataset("sztus", phantom_raw, tmp_path / "a", [4], seed=0, val_ratio=0.0)
+    with_val = split_dataset("sztus", phantom_raw, tmp_path / "b", [4], seed=0, val_ratio=0.25)
+    assert not (tmp_path / "a" / "val").exists() and (tmp_path / "b" / "val" / "labeled.txt").is_file()
+    assert with_val["arguments"]["val_ratio"] == 0.25 and "val" in with_val["counts"]
+    assert (tmp_path / "a" / "test" / "labeled.txt").read_text() == (tmp_path / "b" / "test" / "labeled.txt").read_text()
+    assert without["counts"]["train"]["total"] == with_val["counts"]["train"]["total"] + with_val["counts"]["val"]["total"]
+
+
+def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, run_main, assert_one_line_error):
+    args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--val-ratio", 0.25, "--seed", 0]
+    first = run_script(SCRIPT, *args, "--out", tmp_path / "a")  # the script itself, once; the rest in-process
     assert first.returncode == 0, first.stderr
     assert "train/10/labeled" in first.stdout and "malignant" in first.stdout
-    assert run_script(SCRIPT, *args, "--out", tmp_path / "b").returncode == 0
+    assert run_main(data_split.main, *args, "--out", tmp_path / "b").returncode == 0
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
     (tmp_path / "b" / "stale.txt").write_text("old")
-    assert_one_line_error(run_script(SCRIPT, *args, "--out", tmp_path / "b"), "not empty", "--force")
-    assert run_script(SCRIPT, *args, "--out", tmp_path / "b", "--force").returncode == 0
+    assert_one_line_error(run_main(data_split.main, *args, "--out", tmp_path / "b"), "not empty", "--force")
+    assert run_main(data_split.main, *args, "--out", tmp_path / "b", "--force").returncode == 0
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
-    other = run_script(SCRIPT, *args[:-1], "6", "--out", tmp_path / "c")
+    other = run_main(data_split.main, *args[:-1], "6", "--out", tmp_path / "c")
     assert other.returncode == 0 and _tree_bytes(tmp_path / "a") != _tree_bytes(tmp_path / "c")
 
 
 @pytest.mark.parametrize("argument, fragment", [(["--labels", "5"], "even"), (["--labels", "400"], "at most")])
-def test_cli_budget_errors(phantom_raw, tmp_path, run_script, assert_one_line_error, argument, fragment):
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o", *argument)
+def test_cli_budget_errors(phantom_raw, tmp_path, run_main, assert_one_line_error, argument, fragment):
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o", *argument)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_missing_root(tmp_path, run_script, assert_one_line_error):
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", tmp_path / "nope", "--out", tmp_path / "o",
-                        "--labels", 4)
+def test_cli_missing_root(tmp_path, run_main, assert_one_line_error):
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", tmp_path / "nope", "--out", tmp_path / "o",
+                      "--labels", 4)
     assert_one_line_error(result, "--root", "nope")
 
 
@@ -128,11 +155,11 @@ def test_mask_of_another_size(phantom_raw, tmp_path):
         split_dataset("sztus", raw, tmp_path / "o", [4])
 
 
-def test_unreadable_image(phantom_raw, tmp_path, run_script, assert_one_line_error):
+def test_unreadable_image(phantom_raw, tmp_path, run_main, assert_one_line_error):
     raw = _small_raw(phantom_raw, tmp_path)
     image = _first_image(raw)
     image.write_bytes(b"not a png")
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", raw, "--out", tmp_path / "o", "--labels", 4)
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", raw, "--out", tmp_path / "o", "--labels", 4)
     assert_one_line_error(result, "cannot read image", image.name)
 
 

@@ -20,12 +20,10 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def split_with_val(phantom_split, tmp_path_factory):
-    """The tiny phantom split plus a ``val/`` part (a copy of test/, same format as data_split.py writes)."""
-    split = tmp_path_factory.mktemp("pretrain") / "split"
-    shutil.copytree(phantom_split, split)
-    shutil.copytree(split / "test", split / "val")
-    return split
+def split_with_val(phantom_split):
+    """The tiny phantom split of conftest (budgets 4 and 10) with its val/ part."""
+    assert (phantom_split / "val" / "labeled.txt").is_file()
+    return phantom_split
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +89,7 @@ def test_views_are_seeded_and_differ():
     assert not torch.equal(dataset[0][0], a1)
 
 
+@pytest.mark.slow
 def test_pretrain_writes_everything_and_the_encoder_loads(smoke_run):
     """Mutations checked: the key encoder exported instead of the trained query encoder (weights differ from
     latest.pt's model); the k-NN monitor not run (no metrics.csv)."""
@@ -98,14 +97,14 @@ def test_pretrain_writes_everything_and_the_encoder_loads(smoke_run):
     assert "encoder written to" in proc.stdout and "k-NN on val (step 6)" in proc.stdout
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.reader(handle))
-    assert rows[0] == ["step", "knn_accuracy", "knn_balanced_accuracy"] and [r[0] for r in rows[1:]] == ["0", "3", "6"]
+    assert rows[0] == ["step", "val_knn_accuracy", "val_knn_balanced_accuracy"] and [r[0] for r in rows[1:]] == ["0", "3", "6"]
     assert all(0.0 <= float(v) <= 1.0 for r in rows[1:] for v in r[1:])
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     acc = EventAccumulator(str(run / "tensorboard"))
     acc.Reload()
     assert {"loss/infonce", "lr/encoder", "health/embed_std", "health/instance_acc",
-            "eval/knn_accuracy"} <= set(acc.Tags()["scalars"])
+            "val/knn_accuracy", "val/knn_balanced_accuracy"} <= set(acc.Tags()["scalars"])
     assert [e.step for e in acc.Scalars("loss/infonce")] == [1, 2, 3, 4, 5, 6]
     assert all(torch.isfinite(torch.tensor(e.value)) for e in acc.Scalars("loss/infonce"))
 
@@ -124,6 +123,7 @@ def test_pretrain_writes_everything_and_the_encoder_loads(smoke_run):
 
 
 
+@pytest.mark.slow
 def test_resume_gives_the_same_weights_queue_and_metrics(split_with_val, smoke_run, tmp_path):
     """Mutations checked: the queue not saved/restored; the view stream restarted from batch 0 on resume."""
     (whole, _), parts = smoke_run, tmp_path / "parts"
@@ -142,6 +142,7 @@ def test_resume_gives_the_same_weights_queue_and_metrics(split_with_val, smoke_r
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
+@pytest.mark.slow
 def test_test_images_are_never_read(split_with_val, tmp_path, capsys):
     """With test/ deleted (and no val/) pre-training runs to the end and skips the k-NN monitor (in-process).
     Mutation checked: a resolve step that requires test/labeled.txt (as the trainers' resolve_split does)."""
@@ -176,11 +177,12 @@ def test_encoder_file_for_another_encoder_or_channels_is_refused(tmp_path):
         build_encoder("tu-test_resnet", 3, str(path))
 
 
-def test_errors_are_one_line(split_with_val, tmp_path, assert_one_line_error):
-    """Through the script once (the one-line format), then in-process for each bad setting."""
+def test_errors_are_one_line(split_with_val, tmp_path, run_main, assert_one_line_error):
+    """Through run_cli once (the one-line format), then each bad setting's message."""
     from Code.pretraining.cli import main
 
-    assert_one_line_error(pretrain(tmp_path / "missing", tmp_path / "r1", check=False), "not found")
+    assert_one_line_error(run_main(main, "--config", SMOKE, "--data", tmp_path / "missing", "--out", tmp_path / "r1"),
+                          "not found")
     cases = [(["--set", "pretrain.nope=1"], "pretrain.nope"),
              (["--set", "pretrain.queue_size=1000"], "queue_size.*train images"),
              (["--set", "pretrain.batch=5"], "bn_splits"),
@@ -192,6 +194,7 @@ def test_errors_are_one_line(split_with_val, tmp_path, assert_one_line_error):
             main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(tmp_path / f"case{number}"), *extra])
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(split_with_val, tmp_path):
     """Two CPU processes (gloo): keys of both ranks enter the queue, rank 0 writes the outputs."""
     run = tmp_path / "ddp"

@@ -53,32 +53,46 @@ def _scalar_tag(key: str) -> str:
 class RunLogger:
     """TensorBoard writer and ``metrics.csv`` of one run; a no-op object on ranks other than 0."""
 
-    def __init__(self, run_dir: Path, metric_keys: Iterable[str], enabled: bool = True):
+    def __init__(self, run_dir: Path, metric_keys: Iterable[str], enabled: bool = True, val_keys: Iterable[str] = ()):
         self.enabled = enabled
         self.metric_keys = list(metric_keys)
+        self.val_keys = list(val_keys)
         self.csv_path = Path(run_dir) / "metrics.csv"
-        self.writer: Optional[SummaryWriter] = SummaryWriter(str(Path(run_dir) / "tensorboard")) if enabled else None
+        self.tb_dir = Path(run_dir) / "tensorboard"
+        self.writer: Optional[SummaryWriter] = SummaryWriter(str(self.tb_dir)) if enabled else None
+
+    def purge_after(self, step: int) -> None:
+        """On resume from a checkpoint at ``step``: reopen TensorBoard so that events logged after it (by a run
+        killed before its next checkpoint) are hidden, as ``metrics.csv`` rows past it are dropped."""
+        if self.writer:
+            self.writer.close()
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=step + 1)
 
     def scalars(self, values: Dict[str, float], step: int) -> None:
         if not self.writer:
             return
         for key, value in values.items():
-            tag = key if "/" in key and key.split("/")[0] in ("lr", "bank", "eval") else _scalar_tag(key)
+            tag = key if "/" in key and key.split("/")[0] in ("lr", "bank", "eval", "val", "pseudo") else _scalar_tag(key)
+            if isinstance(value, float) and math.isnan(value):
+                continue
             self.writer.add_scalar(tag, value, step)
 
-    def metrics(self, metrics: Dict[str, float], step: int) -> None:
-        """Append one evaluation to ``metrics.csv`` (header on first write) and to TensorBoard under ``eval/``."""
+    def metrics(self, metrics: Dict[str, float], step: int, val: Optional[Dict[str, float]] = None) -> None:
+        """Append one evaluation to ``metrics.csv`` (header on first write): test metrics under their names, val
+        metrics as ``val_<name>``; TensorBoard gets them under ``eval/`` (test) and ``val/``."""
         if not self.enabled:
             return
         new = not self.csv_path.exists()
+        val_values = [f"{val[k]:.6f}" for k in self.val_keys] if val is not None else ["nan"] * len(self.val_keys)
         with self.csv_path.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
-                writer.writerow(["step", *self.metric_keys])
-            writer.writerow([step, *(f"{metrics[k]:.6f}" for k in self.metric_keys)])
-        for key in self.metric_keys:
-            if not math.isnan(metrics[key]):
-                self.writer.add_scalar(f"eval/{key}", metrics[key], step)
+                writer.writerow(["step", *self.metric_keys, *(f"val_{k}" for k in self.val_keys)])
+            writer.writerow([step, *(f"{metrics[k]:.6f}" for k in self.metric_keys), *val_values])
+        for prefix, values in (("eval", metrics), ("val", val or {})):
+            for key, value in values.items():
+                if not math.isnan(value):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, step)
 
     def images(self, vis: Dict[str, Optional[Tensor]], step: int, max_images: int = 4) -> None:
         """Input, weak-view pseudo-label, keep mask, entropy, saliency, prediction and ground truth (first images)."""

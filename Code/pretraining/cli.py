@@ -1,8 +1,8 @@
 """Command line of ``Code/pretrain.py``: parse, resolve the config, prepare the run folder, pre-train, export.
 
-The run-folder rules are the trainers' (Code/engine/cli.py ``prepare_run_dir``): a new or empty ``--out`` starts a
-run; the same config resumes from ``checkpoints/latest.pt``; another config is refused unless ``--resume auto``
-or ``--force``; a non-empty folder that is not a run is refused unless ``--force``.
+Run-folder rules: Code/pretraining/run_dir.py (the trainers' rules: the same config resumes from
+``checkpoints/latest.pt``; another config is refused unless ``--resume auto`` or ``--force``; a folder that is not
+a run is never written to or deleted).
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from Code.engine.cli import prepare_run_dir, select_device
+from Code.engine.cli import select_device
 from Code.engine.config import parse_set_option
 from Code.engine.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed
 from Code.errors import UserError
 from Code.pretraining.config import load_pretrain_config
+from Code.pretraining.run_dir import prepare_pretrain_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,28 +75,31 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         prepared: Any = None
         if dist.is_main:
             try:
-                prepared = prepare_run_dir(run_dir, config, args.resume, args.force)
+                prepared = prepare_pretrain_dir(run_dir, config, args.resume, args.force)
                 from Code.pretraining.data import resolve_pretrain_sources
-                resolve_pretrain_sources(prepared[0])  # builds the built-in phantom once, before other ranks read it
+                resolve_pretrain_sources(prepared.config)  # builds the built-in phantom once, before other ranks
             except UserError as exc:
                 prepared = exc
         prepared = broadcast_object(prepared)
         if isinstance(prepared, UserError):
             raise prepared
-        config, checkpoint = prepared
-        return _pretrain(config, run_dir, device, dist, checkpoint, args.stop_after)
+        return _pretrain(prepared, run_dir, device, dist, args.stop_after)
     finally:
         barrier()
         cleanup_distributed()
 
 
-def _pretrain(config, run_dir, device, dist, checkpoint, stop_after) -> int:
+def _pretrain(plan, run_dir, device, dist, stop_after) -> int:
     from Code.engine.checkpoint import load_checkpoint
     from Code.pretraining.trainer import PretrainTrainer
 
+    config, checkpoint = plan.config, plan.checkpoint
     trainer = PretrainTrainer(config, run_dir, device, dist)
     if checkpoint is not None:
         trainer.load_state_dict(load_checkpoint(checkpoint))
+        if plan.fork:  # another run's state: this folder's k-NN history starts here
+            trainer.last_knn = None
+        trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
     if dist.is_main:

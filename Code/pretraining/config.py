@@ -36,6 +36,9 @@ def validate_pretrain_config(config: Dict[str, Any]) -> None:
     """Cross-field checks that a single key's type cannot express."""
     from Code.data.transforms import resolve_aug
 
+    if config["task"] != "pretrain" or config["method"] != "mocov2":
+        raise UserError(f"config keys 'task' and 'method' of pretrain.py are fixed to 'pretrain' and 'mocov2', got "
+                        f"{config['task']!r} and {config['method']!r}")
     size = config["data"]["size"]
     if size <= 0 or size % 32:
         raise UserError(f"config key 'data.size' must be a positive multiple of 32, got {size}")

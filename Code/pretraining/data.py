@@ -24,6 +24,7 @@ from torch.utils.data import Dataset
 from Code.data.image_io import load_gray, normalize_to_tensor
 from Code.data.lists import read_labeled_list, read_unlabeled_list
 from Code.data.transforms import photometric, resolve_aug, sample_geometry, warp_image
+from Code.engine.data import has_val
 from Code.errors import UserError
 
 
@@ -87,10 +88,9 @@ def resolve_pretrain_sources(config: Dict[str, Any]) -> PretrainSources:
     else:
         budgets = available
     images = train_images(split, budgets)
-    val = split / "val"
     return PretrainSources(split=split, budgets=tuple(budgets), images=tuple(images),
                            knn_bank=split / "train" / str(min(budgets)) / "labeled",
-                           val=val if (val / "labeled.txt").is_file() else None)
+                           val=split / "val" if has_val(split) else None)
 
 
 class TwoViewDataset(Dataset):

@@ -8,7 +8,7 @@ One step, for a batch of B images with two views (v₁, v₂) and ids i:
 TensorBoard: ``loss/infonce``, ``lr/encoder``, ``health/embed_std`` (√D · batch std of the unit query
 embeddings: ≈ 1 healthy, → 0 collapse), ``health/instance_acc`` (share of queries whose own key wins); every
 ``monitor.every`` steps and at step 0 (the random initialisation), when the split has ``val/``,
-``eval/knn_accuracy`` and ``eval/knn_balanced_accuracy`` (also in ``metrics.csv``).
+``val/knn_accuracy`` and ``val/knn_balanced_accuracy`` (also in ``metrics.csv`` as ``val_knn_…``).
 Output: ``RUN/encoder.pth`` (:func:`encoder_file_state`).
 """
 from __future__ import annotations
@@ -116,7 +116,7 @@ class PretrainTrainer:
         if self.sources.val is not None and dist.is_main:
             self.monitor = KnnMonitor(self.sources.knn_bank, self.sources.val, data["size"], data["in_channels"],
                                       config["monitor"]["knn_k"])
-        self.logger = RunLogger(self.run_dir, KNN_KEYS, enabled=dist.is_main)
+        self.logger = RunLogger(self.run_dir, (), enabled=dist.is_main, val_keys=KNN_KEYS)
         self.window = ScalarWindow()
         self.step, self.last_knn = 0, None
 
@@ -203,7 +203,7 @@ class PretrainTrainer:
     def _run_monitor(self) -> None:
         scores = self.monitor(unwrap(self.query), self.device)
         self.last_knn = dict(scores, step=self.step)
-        self.logger.metrics(scores, self.step)
+        self.logger.metrics({}, self.step, val=scores)
 
     def _checkpoint(self, monitor: bool) -> None:
         """k-NN monitor (rank 0, when the split has val/ and ``monitor``), then ``checkpoints/latest.pt``."""
