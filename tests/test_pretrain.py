@@ -209,3 +209,27 @@ def test_torchrun_two_processes(split_with_val, tmp_path):
     ids = state["queue"]["ids"].tolist()
     assert sorted(i for i in ids if i >= 0) == sorted(set(i for i in ids if i >= 0)) and sum(i >= 0 for i in ids) == 8
     assert (run / "encoder.pth").is_file()
+
+
+@pytest.mark.slow
+def test_run_folder_rules(split_with_val, smoke_run, tmp_path):
+    """Mutations checked: another config silently continued (the diff check dropped); a foreign folder written into."""
+    from Code.pretraining.cli import main
+
+    run, _ = smoke_run
+    config_before = (run / "config.yaml").read_text()
+    with pytest.raises(UserError, match="different config.*pretrain.lr"):
+        main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(run), "--set", "pretrain.lr=0.5"])
+    assert (run / "config.yaml").read_text() == config_before
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("mine")
+    for extra in ([], ["--force"]):
+        with pytest.raises(UserError, match="not a Hermes run folder"):
+            main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(foreign), *extra])
+    assert [p.name for p in foreign.iterdir()] == ["notes.txt"]
+    seg_state = {"model": {}, "config": {"task": "seg"}, "step": 3}
+    torch.save(seg_state, tmp_path / "seg.pt")
+    with pytest.raises(UserError, match="seg_train.py, not of pretrain.py"):
+        main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(tmp_path / "new"),
+              "--resume", str(tmp_path / "seg.pt")])

@@ -11,6 +11,7 @@ from Code.errors import UserError
 
 PRETRAIN_CONFIG = CONFIG_DIR / "pretrain.yaml"
 OPTIMIZERS = ("sgd", "adamw")
+FIXED = ("task", "method")
 
 
 def load_pretrain_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] = ()) -> Dict[str, Any]:
@@ -21,6 +22,10 @@ def load_pretrain_config(path: Optional[str] = None, overrides: Iterable[Dict[st
         layers.append(_load_chain(Path(path)))
     layers.extend(overrides)
     for layer in layers:
+        layer = dict(layer)
+        for key in FIXED:  # fixed values (the trainers' checks know other choices for these names)
+            if key in layer and layer.pop(key) != config[key]:
+                raise UserError(f"config key '{key}' of pretrain.py is fixed to {config[key]!r}")
         _merge_into(config, layer, validate=True)
     validate_pretrain_config(config)
     return config
@@ -36,9 +41,6 @@ def validate_pretrain_config(config: Dict[str, Any]) -> None:
     """Cross-field checks that a single key's type cannot express."""
     from Code.data.transforms import resolve_aug
 
-    if config["task"] != "pretrain" or config["method"] != "mocov2":
-        raise UserError(f"config keys 'task' and 'method' of pretrain.py are fixed to 'pretrain' and 'mocov2', got "
-                        f"{config['task']!r} and {config['method']!r}")
     size = config["data"]["size"]
     if size <= 0 or size % 32:
         raise UserError(f"config key 'data.size' must be a positive multiple of 32, got {size}")
