@@ -129,6 +129,9 @@ def save_calibration(path: Union[str, Path], document: Dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(document, indent=2) + "\n")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
