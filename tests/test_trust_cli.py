@@ -100,7 +100,8 @@ def test_calibration_metrics_and_temperature(calibrated):
 
 def test_review_flags_table_and_curves(calibrated):
     """per_image.csv's review flags follow the stored thresholds; review.md counts flagged + unflagged = all;
-    risk_coverage.csv ends at the full-set accuracy; one entropy panel per image."""
+    risk_coverage.csv ends at the full-set accuracy; one entropy panel per image. Mutation checked: fitting the
+    class-entropy threshold on the uncalibrated probabilities (fit_calibration) fails."""
     root, checkpoint = calibrated
     thresholds = json.loads(calibration_path(checkpoint).read_text())["review_thresholds"]
     out = root / "eval_cal"
@@ -108,6 +109,10 @@ def test_review_flags_table_and_curves(calibrated):
     class_entropy = [float(r["class_entropy"]) for r in rows]
     lesion_entropy = [float(r["lesion_entropy"]) for r in rows]
     expected = review_flags(class_entropy, lesion_entropy, thresholds)
+    # val = test here: the thresholds are the 0.9-quantiles of these calibrated class and lesion entropies
+    assert thresholds["class_entropy"] == pytest.approx(np.quantile(class_entropy, 0.9), abs=1e-6)
+    assert thresholds["lesion_entropy"] == pytest.approx(np.nanquantile(lesion_entropy, 0.9), abs=1e-6)
+    assert 0 < expected.sum() < len(rows)
     assert [int(r["review"]) for r in rows] == expected.astype(int).tolist()
     for r, h in zip(rows, class_entropy):  # binary entropy of the calibrated P(malignant), in bits
         p = float(r["prob_malignant"])
