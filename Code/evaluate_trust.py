@@ -136,8 +136,8 @@ def trust_report(records: List[Dict[str, Any]], collector: UncertaintyCollector,
     if thresholds:
         table = flag_table([dict(r, review=bool(r["review"])) for r in records])
         (out / "review.md").write_text(
-            f"Review flag: class entropy > {thresholds['class_entropy']:.4f} or lesion entropy > "
-            f"{thresholds['lesion_entropy']:.4f} (thresholds chosen on val). Dice and accuracy in %.\n\n"
+            f"Review flag: class entropy > {thresholds['class_entropy']:.6g} or lesion entropy > "
+            f"{thresholds['lesion_entropy']:.6g} (thresholds chosen on val). Dice and accuracy in %.\n\n"
             + markdown_table(table, ("group", "n", "dice", "accuracy")))
         summary["review"] = {"thresholds": thresholds, "groups": table}
     return summary
