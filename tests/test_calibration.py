@@ -99,3 +99,11 @@ def test_calibration_document_round_trip_and_errors(tmp_path):
     with pytest.raises(UserError, match="cannot read calibration file"):
         load_calibration(tmp_path / "broken.json")
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_fit_temperature_stays_in_range_for_degenerate_val_sets():
+    """Labels independent of the logits push T → ∞ (clipped to 100); perfectly separated labels push T down
+    until the NLL is flat (L-BFGS stops well inside the range). Mutation checked: removing the clipping fails."""
+    logits = torch.tensor([[2.0, -2.0], [-3.0, 3.0], [1.0, -1.0], [-2.0, 2.0]])
+    assert fit_temperature(logits, torch.tensor([0, 0, 1, 1])) == 100.0
+    assert 0.01 <= fit_temperature(logits, torch.tensor([0, 1, 0, 1])) < 0.5

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from Code.errors import UserError
 
 N_BINS = 15
+T_RANGE = (0.01, 100.0)  # a perfectly separated (T → 0) or uninformative (T → ∞) val set stays finite
 CALIBRATION_SUFFIX = ".calibration.json"
 
 
@@ -66,8 +67,9 @@ def reliability_curve(prob_malignant: Sequence[float], labels: Sequence[int], n_
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 200) -> float:
     """The T > 0 minimising mean cross-entropy(softmax(logits / T), labels); ``logits`` N×K, ``labels`` N (long).
 
-    L-BFGS on log T from T = 1 (strong-Wolfe line search). Any per-row constant added to the logits (e.g. using
-    log-probabilities instead) does not change the result.
+    L-BFGS on log T from T = 1 (strong-Wolfe line search), then clipped to ``T_RANGE``: the NLL is convex in
+    1/T (a convex function of logits that are linear in 1/T), so the clipped value is the best T in that range.
+    Any per-row constant added to the logits (e.g. using log-probabilities instead) does not change the result.
     """
     logits = torch.as_tensor(logits, dtype=torch.float64).detach()
     labels = torch.as_tensor(labels, dtype=torch.long).reshape(-1)
@@ -84,7 +86,8 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, max_iter: int = 
         return loss
 
     optimizer.step(closure)
-    return float(log_t.detach().exp())
+    temperature = float(log_t.detach().exp())
+    return T_RANGE[1] if math.isnan(temperature) else min(max(temperature, T_RANGE[0]), T_RANGE[1])
 
 
 def nll(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> float:
