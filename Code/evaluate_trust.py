@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from Code.data import denormalize
+from Code.errors import UserError
 from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, fit_temperature, nll,
                                      reliability_curve, rescale_probs)
 from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
@@ -67,6 +68,8 @@ def fit_calibration(model: torch.nn.Module, loader, device: torch.device, amp: b
 
     collector = UncertaintyCollector()
     records = evaluate_model(model, loader, device, amp=amp, on_batch=collector)
+    if not records:
+        raise UserError("the validation part lists no images: nothing to fit the calibration on")
     labels = torch.tensor([r["label"] for r in records])
     probs = torch.stack([collector.values[r["name"]]["probs"] for r in records]).double()
     log_probs = probs.clamp_min(1e-300).log()
