@@ -238,6 +238,8 @@ def _calibration_target(args: argparse.Namespace, checkpoint: Path, part: Path) 
     if not (val / "labeled.txt").is_file():
         raise UserError(f"--calibrate needs a validation part: no {val / 'labeled.txt'} (split with "
                         f"data_split.py --val-ratio, or name one with --val)")
+    if not (val / "labeled.txt").read_text().strip():
+        raise UserError(f"{val / 'labeled.txt'} lists no images: nothing to fit the calibration on")
     stored = calibration_path(checkpoint)
     if stored.exists() and not args.force:
         raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")

@@ -61,6 +61,14 @@ def test_calibrate_without_val_is_refused(split_and_checkpoint, run_script, asse
                         "--calibrate", "--device", "cpu", "--out", tmp_path / "never")
     assert_one_line_error(result, "--calibrate needs a validation part", str(root / "no_val" / "val"))
     assert not (tmp_path / "never").exists()
+    empty = tmp_path / "empty_val"
+    for folder in ("image", "mask"):
+        (empty / folder).mkdir(parents=True)
+    (empty / "labeled.txt").write_text("")
+    with pytest.raises(UserError, match="lists no images"):
+        evaluate.main(["--checkpoint", str(checkpoint), "--data", str(root / "split" / "test"), "--calibrate",
+                       "--val", str(empty), "--device", "cpu", "--out", str(tmp_path / "never")])
+    assert not calibration_path(checkpoint).exists() and not (tmp_path / "never").exists()
     with pytest.raises(UserError, match="only used with --calibrate"):
         evaluate.main(["--checkpoint", str(checkpoint), "--data", str(root / "split" / "test"),
                        "--val", str(root / "split" / "val")])
