@@ -186,7 +186,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def open_predictor(args: argparse.Namespace):
     """The predictor of ``--checkpoint`` (with ``--calibration``) or of ``--model``; checks files first."""
-    from Code.engine.calibration import resolve_temperature
+    from Code.engine.calibration import calibration_path, resolve_temperature
     from Code.engine.predictors import CheckpointPredictor, open_exported
 
     if args.model:
@@ -198,6 +198,9 @@ def open_predictor(args: argparse.Namespace):
         raise UserError(f"checkpoint not found: {checkpoint}")
     device = resolve_device(args.device)
     calibration = resolve_temperature(args.calibration, checkpoint)
+    if calibration is None and calibration_path(checkpoint).is_file():
+        print(f"note: {calibration_path(checkpoint)} exists; add --calibration to apply its temperature and "
+              f"review thresholds")
     model, config, _ = load_model_from_checkpoint(checkpoint, device)
     return CheckpointPredictor(model, config, device, amp=device.type == "cuda" and not args.no_amp,
                                calibration=calibration)
