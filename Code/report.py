@@ -6,8 +6,11 @@ Usage::
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
 recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
-one by the run's task (``best_score``: seg → Dice, cls → accuracy then AUC), as the run's ``eval.select`` says
-unless ``--select`` overrides it. Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
+one — the row whose **val** metrics (``val_<name>`` columns) score highest by the run's task (``best_score``:
+seg → Dice, cls → accuracy then AUC); test metrics are never used to choose. A run without val columns (a split
+without ``val/``) has no ``best``: its final row is used and the caption says so. The run's ``eval.select``
+decides unless ``--select`` overrides it. Below the tables, one line per run lists test at the val-chosen and at
+the final step (the per-seed pairs). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
 (seeds) of one method and label budget, in percent. A cell with a single run shows ``± 0.00`` and is marked
 ``(n=1)``; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. NaN values (e.g. AUC
 of a one-class test set) are left out of a cell. Segmentation metrics (Dice, IoU) come from ``task: seg`` runs
@@ -35,9 +38,9 @@ from Code.engine.evaluation import METRIC_KEYS, best_score
 from Code.errors import UserError, run_cli
 
 METHOD_ORDER = ("supervised", "fixmatch", "hermes")
-TABLES = ("dice", "accuracy", "iou", "dice_global", "auc", "sensitivity", "specificity", "f1")
+TABLES = ("dice", "accuracy", "balanced_accuracy", "auc", "iou", "dice_global", "sensitivity", "specificity", "f1")
 TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
-          "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)", "f1": "F1 malignant (%)",
+          "balanced_accuracy": "Balanced accuracy (%)", "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)", "f1": "F1 malignant (%)",
           "auc": "AUC (%)"}
 SEG_METRICS = {"dice", "dice_global", "iou"}
 
@@ -63,7 +66,7 @@ def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
     """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns)."""
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [k for k in ("step", *METRIC_KEYS) if k not in (reader.fieldnames or [])]
+        missing = [k for k in ("step", "dice", "accuracy", "auc") if k not in (reader.fieldnames or [])]
         if missing:
             raise UserError(f"{path}: missing columns {', '.join(missing)}")
         try:
@@ -72,15 +75,26 @@ def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
             raise UserError(f"{path}: unreadable value ({exc})") from None
 
 
-def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Dict[str, float]:
-    """The ``final`` (last) row, or the first row with the highest ``best_score`` for ``task``."""
+def _val_metrics(row: Dict[str, float]) -> Optional[Dict[str, float]]:
+    if any(f"val_{k}" not in row or math.isnan(row[f"val_{k}"]) for k in ("dice", "accuracy")):
+        return None
+    return {k: row.get(f"val_{k}", math.nan) for k in METRIC_KEYS}
+
+
+def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Tuple[Dict[str, float], str]:
+    """``(row, how)``: the ``final`` (last) row, or the first row with the highest ``best_score`` of its **val**
+    metrics for ``task`` (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
     if select == "final":
-        return rows[-1]
-    best = rows[0]
-    for row in rows[1:]:
-        if best_score(row, task) > best_score(best, task):
-            best = row
-    return best
+        return rows[-1], "final"
+    scored = [(row, _val_metrics(row)) for row in rows]
+    scored = [(row, val) for row, val in scored if val is not None]
+    if not scored:
+        return rows[-1], "final (no val)"
+    best, best_val = scored[0]
+    for row, val in scored[1:]:
+        if best_score(val, task) > best_score(best_val, task):
+            best, best_val = row, val
+    return best, "best (val)"
 
 
 def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
@@ -96,10 +110,37 @@ def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, An
     select = select_override or config.get("eval", {}).get("select", "best")
     split = config.get("data", {}).get("split")
     labels = config.get("data", {}).get("labels")
-    row = select_row(rows, select, task)
-    return {"run": run, "method": config.get("method", "?"), "task": task, "select": select,
+    row, how = select_row(rows, select, task)
+    best, best_how = select_row(rows, "best", task)
+    return {"run": run, "method": config.get("method", "?"), "task": task, "select": how,
             "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
-            "seed": config.get("seed"), "step": int(row["step"]), "metrics": {k: row[k] for k in METRIC_KEYS}}
+            "seed": config.get("seed"), "step": int(row["step"]),
+            "metrics": {k: row.get(k, math.nan) for k in METRIC_KEYS},
+            "best_step": int(best["step"]) if best_how == "best (val)" else None,
+            "best_metrics": {k: best.get(k, math.nan) for k in METRIC_KEYS} if best_how == "best (val)" else None,
+            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS}}
+
+
+PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
+
+
+def runs_markdown(results: List[Dict[str, Any]]) -> str:
+    """One line per run: test metrics at the val-chosen step and at the final step (the per-seed pairs)."""
+    def fmt(metrics: Optional[Dict[str, float]]) -> List[str]:
+        return ["n/a" if metrics is None or math.isnan(metrics[k]) else f"{100 * metrics[k]:.2f}"
+                for k in PAIR_METRICS]
+
+    header = ["method", "task", "labels", "seed", "val-chosen step", *(f"{k} @val" for k in PAIR_METRICS),
+              "final step", *(f"{k} @final" for k in PAIR_METRICS)]
+    lines = ["**Per run** — test metrics (%) at the step chosen on val and at the final step.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = sorted(results, key=lambda r: (_method_key(r["method"]), r["task"], str(r["labels"]), str(r["seed"])))
+    for r in order:
+        best_step = "n/a (no val)" if r["best_step"] is None else str(r["best_step"])
+        cells = [r["method"], r["task"], str(r["labels"]), str(r["seed"]), best_step, *fmt(r["best_metrics"]),
+                 str(r["final_step"]), *fmt(r["final_metrics"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
@@ -157,7 +198,7 @@ def table_markdown(table: Dict[str, Any]) -> str:
     selects = ", ".join(f"{k} ({v} runs)" for k, v in sorted(table["selects"].items()))
     if len(table["selects"]) == 1:
         selects = next(iter(table["selects"]))
-    caption = (f"**{table['title']}** — mean ± sample std (ddof=1) over seeds; evaluation per run: {selects}; "
+    caption = (f"**{table['title']}** — test, mean ± sample std (ddof=1) over seeds; evaluation per run: {selects}; "
                f"from {'/'.join(table['tasks'])} runs; n = {n_text} seed(s) per cell.")
     header = ["method", *(_column_name(c, several) for c in table["columns"])]
     lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -235,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not results:
         raise UserError("no finished runs with evaluations to report")
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
-    text = "\n\n".join(table_markdown(t) for t in tables) + "\n"
+    text = "\n\n".join([*(table_markdown(t) for t in tables), runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
     out.mkdir(parents=True, exist_ok=True)

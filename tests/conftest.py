@@ -2,7 +2,7 @@
 
 Data fixtures:
 - ``phantom_raw``:   a tiny phantom in the SZ-TUS raw layout (24 benign + 24 malignant images, 64×64);
-- ``phantom_split``: that phantom split with budgets ``SPLIT_LABELS`` (returns the split folder);
+- ``phantom_split``: that phantom split with budgets ``SPLIT_LABELS`` and a val/ part (returns the split folder);
 - ``tiny_phantom_args`` / ``split_labels``: the arguments behind those two;
 Helpers:
 - ``run_script``:    run ``python Code/<...>.py args`` from the repo root, returns the CompletedProcess;
@@ -21,6 +21,7 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_PHANTOM = {"n_benign": 24, "n_malignant": 24, "size": 64, "seed": 3}
 SPLIT_LABELS = (4, 10)
+VAL_RATIO = 0.25
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def phantom_raw(tmp_path_factory) -> Path:
 def phantom_split(phantom_raw, tmp_path_factory) -> Path:
     from Code.DataProcess.splitting import split_dataset
     out = tmp_path_factory.mktemp("phantom_split") / "split"
-    split_dataset("sztus", phantom_raw, out, list(SPLIT_LABELS), seed=0)
+    split_dataset("sztus", phantom_raw, out, list(SPLIT_LABELS), seed=0, val_ratio=VAL_RATIO)
     return out
 
 

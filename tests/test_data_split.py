@@ -49,9 +49,11 @@ def test_counts_stratification_and_nesting(phantom_split, split_labels, tiny_pha
     counts = record["counts"]
     for cls, key in (("benign", "n_benign"), ("malignant", "n_malignant")):
         total = tiny_phantom_args[key]
-        assert counts["test"][cls] + counts["train"][cls] == total
+        assert counts["test"][cls] + counts["val"][cls] + counts["train"][cls] == total
         assert abs(counts["test"][cls] - 0.3 * total) <= 3  # whole groups of <= 4 frames
+        assert abs(counts["val"][cls] - 0.25 * total) <= 3
     test_names = {i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")}
+    test_names |= {i for i, _, _ in read_labeled_list(phantom_split / "val" / "labeled.txt")}
     previous = set()
     for n in split_labels:
         part = phantom_split / "train" / str(n)
@@ -65,16 +67,40 @@ def test_counts_stratification_and_nesting(phantom_split, split_labels, tiny_pha
 
 def test_groups_never_straddle_parts(phantom_split, split_labels):
     test_groups = _groups(phantom_split, [i for i, _, _ in read_labeled_list(phantom_split / "test" / "labeled.txt")])
+    val_groups = _groups(phantom_split, [i for i, _, _ in read_labeled_list(phantom_split / "val" / "labeled.txt")])
+    assert val_groups and not val_groups & test_groups
     for n in split_labels:
         part = phantom_split / "train" / str(n)
         labeled = _groups(phantom_split, [i for i, _, _ in read_labeled_list(part / "labeled" / "labeled.txt")])
         unlabeled = _groups(phantom_split, read_unlabeled_list(part / "unlabeled" / "unlabeled.txt"))
-        assert not labeled & unlabeled and not test_groups & (labeled | unlabeled)
+        assert not labeled & unlabeled and not (test_groups | val_groups) & (labeled | unlabeled)
     assert all("-" in g and not g.endswith(".png") for g in test_groups)  # case ids like PH-0001
 
 
+def test_unlabeled_truth_lists_exactly_the_unlabeled_images(phantom_split, split_labels):
+    """Mutation checked: truth.txt written for the labeled part (or with the wrong classes)."""
+    files = json.loads((phantom_split / "split.json").read_text())["files"]
+    for n in split_labels:
+        part = phantom_split / "train" / str(n) / "unlabeled"
+        truth = read_labeled_list(part / "truth.txt")
+        assert [image for image, _, _ in truth] == read_unlabeled_list(part / "unlabeled.txt")
+        assert all(files[image]["label"] == label and (part / "mask" / mask).is_file() for image, mask, label in truth)
+
+
+def test_val_ratio_zero_writes_no_val_and_is_recorded(phantom_raw, tmp_path):
+    """Mutation checked: val carved from test instead of train (test changes with --val-ratio)."""
+    from Code.DataProcess.splitting import split_dataset
+
+    without = split_dataset("sztus", phantom_raw, tmp_path / "a", [4], seed=0, val_ratio=0.0)
+    with_val = split_dataset("sztus", phantom_raw, tmp_path / "b", [4], seed=0, val_ratio=0.25)
+    assert not (tmp_path / "a" / "val").exists() and (tmp_path / "b" / "val" / "labeled.txt").is_file()
+    assert with_val["arguments"]["val_ratio"] == 0.25 and "val" in with_val["counts"]
+    assert (tmp_path / "a" / "test" / "labeled.txt").read_text() == (tmp_path / "b" / "test" / "labeled.txt").read_text()
+    assert without["counts"]["train"]["total"] == with_val["counts"]["train"]["total"] + with_val["counts"]["val"]["total"]
+
+
 def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, assert_one_line_error):
-    args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--seed", 0]
+    args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--val-ratio", 0.25, "--seed", 0]
     first = run_script(SCRIPT, *args, "--out", tmp_path / "a")
     assert first.returncode == 0, first.stderr
     assert "train/10/labeled" in first.stdout and "malignant" in first.stdout

@@ -101,3 +101,18 @@ def test_bad_arguments_are_user_errors(tmp_path):
         generate_phantom(tmp_path / "x", n_benign=1, n_malignant=1, size=8)
     with pytest.raises(UserError, match="n-benign"):
         generate_phantom(tmp_path / "y", n_benign=0, n_malignant=0)
+
+
+def test_malignant_share_makes_an_imbalanced_variant(tmp_path):
+    """--malignant-share 0.25 with 6 benign gives 2 malignant (3:1). Mutation checked: share read as a ratio."""
+    import json as _json
+
+    from Code.DataProcess.make_phantom import main as phantom_main
+    from Code.errors import UserError
+
+    assert phantom_main(["--out", str(tmp_path / "p"), "--n-benign", "6", "--malignant-share", "0.25",
+                         "--size", "32"]) == 0
+    record = _json.loads((tmp_path / "p" / "phantom.json").read_text())
+    assert (record["n_benign"], record["n_malignant"]) == (6, 2)
+    with pytest.raises(UserError, match="malignant-share"):
+        phantom_main(["--out", str(tmp_path / "q"), "--malignant-share", "1.5"])

@@ -7,14 +7,15 @@ import yaml
 from helpers import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-KEYS = ("dice", "dice_global", "iou", "accuracy", "sensitivity", "specificity", "f1", "auc")
+KEYS = ("dice", "dice_global", "iou", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1", "auc")
 
 
 report = load_script("report")
 
 
-def make_run(parent, method, labels, seed, task, rows, select="best", finished=True):
-    """A run folder; ``rows``: list of (step, {metric: value}) — unspecified metrics are 0.5."""
+def make_run(parent, method, labels, seed, task, rows, select="best", finished=True, val=True):
+    """A run folder; ``rows``: list of (step, {test metric: value}[, {val metric: value}]) — unspecified metrics
+    are 0.5; val metrics default to the test ones; ``val=False`` writes no val columns (a split without val/)."""
     run = parent / f"{method}_n{labels}_s{seed}"
     run.mkdir(parents=True)
     config = {"seed": seed, "method": method, "task": task, "data": {"split": None, "labels": labels},
@@ -22,9 +23,11 @@ def make_run(parent, method, labels, seed, task, rows, select="best", finished=T
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with (run / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["step", *KEYS])
-        for step, values in rows:
-            writer.writerow([step, *(f"{values.get(k, 0.5):.6f}" for k in KEYS)])
+        writer.writerow(["step", *KEYS, *((f"val_{k}" for k in KEYS) if val else ())])
+        for step, values, *val_values in rows:
+            val_values = val_values[0] if val_values else values
+            writer.writerow([step, *(f"{values.get(k, 0.5):.6f}" for k in KEYS),
+                             *((f"{val_values.get(k, 0.5):.6f}" for k in KEYS) if val else ())])
     if finished:
         (run / "final_metrics.json").write_text("{}")
     return run
@@ -34,18 +37,20 @@ def make_run(parent, method, labels, seed, task, rows, select="best", finished=T
 def runs(tmp_path):
     seg, cls = tmp_path / "seg", tmp_path / "cls"
     d = lambda v: {"dice": v}  # noqa: E731
-    make_run(seg, "supervised", 72, 0, "seg", [(100, d(.70)), (200, d(.80)), (300, d(.75))])
-    make_run(seg, "supervised", 72, 1, "seg", [(100, d(.60)), (200, d(.65))])
-    make_run(seg, "supervised", 72, 2, "seg", [(100, d(.90)), (200, d(.85))])
+    # the val-best rows are never the test-best ones: a report that ranked by test would differ
+    make_run(seg, "supervised", 72, 0, "seg", [(100, d(.70), d(.9)), (200, d(.80), d(.5)), (300, d(.75), d(.6))])
+    make_run(seg, "supervised", 72, 1, "seg", [(100, d(.60), d(.5)), (200, d(.65), d(.7))])
+    make_run(seg, "supervised", 72, 2, "seg", [(100, d(.90), d(.4)), (200, d(.85), d(.6))])
     make_run(seg, "hermes", 72, 0, "seg", [(100, d(.88))])
     make_run(seg, "hermes", 144, 0, "seg", [(100, d(.91))])
     make_run(seg, "hermes", 144, 1, "seg", [(100, d(.93))])
     make_run(seg, "mean_teacher", 144, 0, "seg", [(100, d(.5))])
     make_run(seg, "fixmatch", 72, 0, "seg", [(100, d(.99))], finished=False)  # unfinished: skipped
-    make_run(cls, "supervised", 72, 0, "cls", [(100, {"accuracy": .8, "auc": .7}), (200, {"accuracy": .8, "auc": .9}),
-                                              (300, {"accuracy": .7, "auc": .95})])
-    make_run(cls, "supervised", 72, 1, "cls", [(100, {"accuracy": .9, "auc": float("nan")}),
-                                              (200, {"accuracy": .6, "auc": .8})])
+    a = lambda acc, auc: {"accuracy": acc, "auc": auc}  # noqa: E731
+    make_run(cls, "supervised", 72, 0, "cls", [(100, a(.8, .7), a(.6, .5)), (200, a(.8, .9), a(.9, .9)),
+                                              (300, a(.7, .95), a(.9, .8))])
+    make_run(cls, "supervised", 72, 1, "cls", [(100, a(.9, float("nan")), a(.7, float("nan"))),
+                                              (200, a(.6, .8), a(.7, .8))])
     return tmp_path
 
 
@@ -61,20 +66,34 @@ def test_best_selection_tables(runs, capsys):
     text = capsys.readouterr().out
     dice = _table(text, "Dice (%)")
     assert dice[0] == ["method", "144 labels", "72 labels"]
-    # best Dice per run: .80, .65, .90 → mean 78.33, sample std sqrt(((1.667)²+(13.333)²+(11.667)²)/2) = 12.58
-    assert dice[2] == ["supervised", "n/a", "78.33 ± 12.58"]
+    # test Dice at the val-best rows: .70, .65, .85 → mean 73.33, sample std sqrt((3.33² + 8.33² + 11.67²)/2) = 10.41
+    # (ranked by test it would be .80, .65, .90 → 78.33)
+    assert dice[2] == ["supervised", "n/a", "73.33 ± 10.41"]
     assert dice[3] == ["hermes", "92.00 ± 1.41 (n=2)", "88.00 ± 0.00 (n=1)"]
     assert dice[4][0] == "mean_teacher"  # unknown methods after the paper's order
     assert "fixmatch" not in text  # unfinished run skipped
     acc = _table(text, "Accuracy (%)")
-    # cls runs only; best by (accuracy, AUC with NaN = -inf): .80 (auc .9 beats .7) and .90 → 85 ± 7.07
-    assert acc[2] == ["supervised", "85.00 ± 7.07"]
-    assert "evaluation per run: best" in text and "from cls runs" in text and "n = 1–3 seed(s)" in text
+    # cls runs only; val-best by (accuracy, AUC with NaN = -inf): step 200 (val auc .9 beats .8) → test .8;
+    # step 200 (val auc .8 beats NaN) → test .6; mean 70, std 14.14
+    assert acc[2] == ["supervised", "70.00 ± 14.14"]
+    assert "evaluation per run: best (val)" in text and "from cls runs" in text and "n = 1–3 seed(s)" in text
+    pairs = _table(text, "Per run")
+    row = next(r for r in pairs if r[:4] == ["supervised", "seg", "72", "0"])
+    assert row[4] == "100" and row[5] == "70.00" and row[9] == "300" and row[10] == "75.00"
     assert (out / "report.md").read_text().count("| supervised |") >= 2
     with (out / "report.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     row = next(r for r in rows if r["metric"] == "dice" and r["method"] == "supervised")
-    assert float(row["mean"]) == pytest.approx(78.3333, abs=1e-3) and row["n"] == "3" and row["select"] == "best"
+    assert float(row["mean"]) == pytest.approx(73.3333, abs=1e-3) and row["n"] == "3" and row["select"] == "best (val)"
+
+
+def test_runs_without_val_fall_back_to_final_and_say_so(tmp_path, capsys):
+    """Mutation checked: choosing the best row by test metrics when no val columns exist."""
+    make_run(tmp_path, "hermes", 20, 0, "seg", [(1, {"dice": .9}), (2, {"dice": .7})], val=False)
+    assert report.main([str(tmp_path)]) == 0
+    text = capsys.readouterr().out
+    assert _table(text, "Dice (%)")[2] == ["hermes", "70.00 ± 0.00 (n=1)"]
+    assert "final (no val)" in text and "n/a (no val)" in text
 
 
 def test_final_selection_override_and_plot(runs, capsys, tmp_path):

@@ -50,9 +50,9 @@ def read_metrics(run):
 def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
     run = tmp_path / "run"
     proc = train(script, tiny_split, run)
-    assert "test metrics, final (step 6)" in proc.stdout
+    assert "test metrics at the final step (6)" in proc.stdout
     rows = read_metrics(run)
-    assert rows[0] == ["step", *METRIC_KEYS]
+    assert rows[0] == ["step", *METRIC_KEYS, *(f"val_{k}" for k in METRIC_KEYS)]
     assert [r[0] for r in rows[1:]] == ["3", "6"]
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert state["step"] == 6 and state["config"]["task"] == ("seg" if script == "seg_train.py" else "cls")
@@ -60,7 +60,9 @@ def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
     assert state["config"]["model"]["ias"] == (script == "cls_train.py")
     assert (run / "checkpoints" / "best.pt").is_file() and (run / "config.yaml").is_file()
     final = json.loads((run / "final_metrics.json").read_text())
-    assert final["final"]["step"] == 6 and set(METRIC_KEYS) <= set(final["final"])
+    assert final["test_at_final"]["step"] == 6 and set(METRIC_KEYS) <= set(final["test_at_final"])
+    assert final["selection"] == "val" and final["best_val_step"] in (3, 6)
+    assert set(METRIC_KEYS) <= set(final["test_at_best_val"]) and set(METRIC_KEYS) <= set(final["val_at_best"])
     scalars, images = scalar_tags(run)
     for term in ("seg_sup", "cls_sup", "total", *UNLABELED_TERMS):
         assert f"loss/{term}" in scalars, term

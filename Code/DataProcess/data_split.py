@@ -1,9 +1,10 @@
 """Split a raw ultrasound data set into test / labeled / unlabeled parts (layout of DESIGN §5).
 
     python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...]
-        [--seed 0] [--test-ratio 0.3] [--group-regex REGEX] [--include-normal] [--csv FILE] [--force]
+        [--seed 0] [--test-ratio 0.3] [--val-ratio 0.1] [--group-regex REGEX] [--include-normal] [--csv FILE] [--force]
 
-Per class, ~test-ratio of the images (whole groups) go to test/; for each budget N, N/2 labeled images per class
+Per class, ~test-ratio of the images (whole groups) go to test/ and ~val-ratio to val/ (where checkpoints are
+chosen; carved from train before any budget is drawn; 0 = no val/); for each budget N, N/2 labeled images per class
 (whole groups, nested: a larger N's labeled set contains every smaller one's) and the rest of train unlabeled.
 Groups: sztus = case id (``L1-0001`` of ``L1-0001-2.png``), busi = each image, csv = the ``group`` column;
 ``--group-regex`` overrides (first capture group of the file stem). ``--include-normal`` (busi) adds the normal
@@ -31,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="label budgets (even): N/2 labeled images per class")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-ratio", type=float, default=0.3)
+    parser.add_argument("--val-ratio", type=float, default=0.1,
+                        help="share of each class carved from train into val/ (checkpoint choice); 0 = none")
     parser.add_argument("--group-regex", default=None, help="group = first capture group of the file stem")
     parser.add_argument("--include-normal", action="store_true", help="busi: add normal images as class 0")
     parser.add_argument("--csv", default=None, help="csv: the list file (columns image, mask, label[, group])")
@@ -45,7 +48,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.include_normal and args.dataset != "busi":
         raise UserError("--include-normal applies to --dataset busi only")
     record = split_dataset(args.dataset, args.root, args.out, args.labels, seed=args.seed,
-                           test_ratio=args.test_ratio, group_regex=args.group_regex,
+                           test_ratio=args.test_ratio, val_ratio=args.val_ratio, group_regex=args.group_regex,
                            include_normal=args.include_normal, csv_file=args.csv, force=args.force)
     print(format_summary(record))
     print(f"split written to {args.out} (seed {args.seed}; sources in {Path(args.out) / 'split.json'})")

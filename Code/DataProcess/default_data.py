@@ -4,9 +4,9 @@
     labeled = split_dir / "train" / str(DEFAULT_LABELS) / "labeled"
 
 The phantom (DEFAULT_PHANTOM: 300 benign + 300 malignant images in ~220 cases, 256×256, seed 0) goes to
-``<cache_dir>/phantom_raw``, its split (seed 0, test ratio 0.3 → 420 train images, 210 per class) to
-``<cache_dir>/phantom_split`` with budgets LABEL_BUDGETS: 42 (10 % of train, DEFAULT_LABELS), 104 (~25 %) and
-400 (all but 20). Both steps finish with a marker file (``phantom.json``, ``split.json``); a folder whose marker
+``<cache_dir>/phantom_raw``, its split (seed 0, test ratio 0.3, val ratio 0.1 → ~360 train images) to
+``<cache_dir>/phantom_split`` with budgets LABEL_BUDGETS: 42 (~12 % of train, DEFAULT_LABELS), 104 (~29 %) and
+340 (all but ~20). Both steps finish with a marker file (``phantom.json``, ``split.json``); a folder whose marker
 is missing or records other settings (or another generator version) is regenerated. A file lock keeps concurrent callers from racing.
 """
 from __future__ import annotations
@@ -19,9 +19,10 @@ from Code.DataProcess.make_phantom import DEFAULT_PHANTOM, GENERATOR, generate_p
 from Code.DataProcess.splitting import split_dataset
 
 DEFAULT_LABELS = 42
-LABEL_BUDGETS = (42, 104, 400)
+LABEL_BUDGETS = (42, 104, 340)
 SPLIT_SEED = 0
 TEST_RATIO = 0.3
+VAL_RATIO = 0.1
 
 
 def _read_json(path: Path):
@@ -60,7 +61,8 @@ def _split_is_current(split: Path, raw: Path) -> bool:
         return False
     args = record.get("arguments", {})
     return (args.get("root") == str(raw) and args.get("labels") == sorted(LABEL_BUDGETS)
-            and args.get("seed") == SPLIT_SEED and args.get("test_ratio") == TEST_RATIO)
+            and args.get("seed") == SPLIT_SEED and args.get("test_ratio") == TEST_RATIO
+            and args.get("val_ratio") == VAL_RATIO)
 
 
 def ensure_phantom_split(cache_dir="data_cache") -> Path:
@@ -74,5 +76,5 @@ def ensure_phantom_split(cache_dir="data_cache") -> Path:
             raw_fresh = True
         if raw_fresh or not _split_is_current(split, raw):
             split_dataset("sztus", raw, split, list(LABEL_BUDGETS), seed=SPLIT_SEED, test_ratio=TEST_RATIO,
-                          force=True)
+                          val_ratio=VAL_RATIO, force=True)
     return split

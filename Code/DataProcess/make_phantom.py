@@ -98,11 +98,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (SZ-TUS raw layout)")
     parser.add_argument("--n-benign", type=int, default=DEFAULT_PHANTOM["n_benign"])
     parser.add_argument("--n-malignant", type=int, default=DEFAULT_PHANTOM["n_malignant"])
+    parser.add_argument("--malignant-share", type=float, default=None, metavar="S",
+                        help="imbalanced variant: --n-malignant = round(--n-benign * S / (1 - S)), e.g. 0.25 for 3:1")
     parser.add_argument("--size", type=int, default=DEFAULT_PHANTOM["size"], help="image side in pixels")
     parser.add_argument("--seed", type=int, default=DEFAULT_PHANTOM["seed"])
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
+    if args.malignant_share is not None:
+        if not 0.0 < args.malignant_share < 1.0:
+            raise UserError(f"--malignant-share {args.malignant_share} must be between 0 and 1 (exclusive)")
+        args.n_malignant = max(1, round(args.n_benign * args.malignant_share / (1.0 - args.malignant_share)))
     result = generate_phantom(args.out, args.n_benign, args.n_malignant, args.size, args.seed, args.force)
     cases = result["cases"]
     print(f"phantom: {result['images']} images ({args.n_benign} benign in {cases['benign']} cases, "

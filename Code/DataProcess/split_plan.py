@@ -4,6 +4,9 @@ Rule (per class c, independently; a group is a case, all of whose frames stay to
 1. test: the class's groups in a seeded order ``default_rng([seed, 1, c])``; the test share is the reachable
    whole-group image count closest to ``round(test_ratio · n_c)`` (ties → the smaller), filled by
    :func:`fill_exactly`; the other groups are train.
+1b. val (``val_ratio`` > 0): carved out of train *before* any budget is drawn, the same way with
+   ``default_rng([seed, 3, c])`` and ``round(val_ratio · n_c)`` images (a share of the whole class, like the
+   test share); val is where checkpoints and thresholds are chosen, never test.
 2. labeled: the train groups in a seeded order ``default_rng([seed, 2, c])``; for the budgets N₁ < N₂ < … the
    labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets);
    should whole groups make that impossible, the sets are chosen largest first instead, each an exact fill inside
@@ -16,8 +19,8 @@ Output file names are the source names with whitespace and other unsafe characte
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -30,10 +33,11 @@ UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 @dataclass
 class SplitPlan:
-    """Indices into the item list: test, train, and the labeled subset of train for each budget N."""
+    """Indices into the item list: test, val, train, and the labeled subset of train for each budget N."""
     test: List[int]
     train: List[int]
     labeled: Dict[int, List[int]]
+    val: List[int] = field(default_factory=list)
 
 
 def fill_exactly(sizes: Sequence[int], target: int) -> Optional[List[int]]:
@@ -128,15 +132,23 @@ def check_budgets(labels: Sequence[int]) -> List[int]:
     return sorted(set(int(n) for n in labels))
 
 
-def _split_class(items, indices, label, budgets, seed, test_ratio) -> tuple:
-    """(test indices, train indices, {N: labeled indices}) of one class."""
-    groups = _class_groups(items, indices)
-    order = _seeded_order(list(groups), seed, 1, label)
+def _carve(groups: Dict[str, List[int]], keys: Sequence[str], target: int, seed: int, stream: int,
+           label: int) -> Tuple[List[str], List[str]]:
+    """(chosen group keys, the other keys): whole groups, seeded order, image count closest to ``target``."""
+    order = _seeded_order(list(keys), seed, stream, label)
     sizes = [len(groups[g]) for g in order]
-    test_count = closest_reachable(sizes, int(round(test_ratio * len(indices))))
-    test_pos = set(fill_exactly(sizes, test_count))
-    test = [i for p, g in enumerate(order) if p in test_pos for i in groups[g]]
-    train_groups = [g for p, g in enumerate(order) if p not in test_pos]
+    chosen = set(fill_exactly(sizes, closest_reachable(sizes, target)))
+    return ([g for p, g in enumerate(order) if p in chosen], [g for p, g in enumerate(order) if p not in chosen])
+
+
+def _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio=0.0) -> tuple:
+    """(test indices, val indices, train indices, {N: labeled indices}) of one class."""
+    groups = _class_groups(items, indices)
+    test_groups, rest = _carve(groups, list(groups), int(round(test_ratio * len(indices))), seed, 1, label)
+    test = [i for g in test_groups for i in groups[g]]
+    val_groups, train_groups = ([], rest) if val_ratio <= 0 else _carve(
+        groups, rest, int(round(val_ratio * len(indices))), seed, 3, label)
+    val = [i for g in val_groups for i in groups[g]]
     train = [i for g in train_groups for i in groups[g]]
     name = CLASS_NAMES[label]
     for n in budgets:
@@ -150,20 +162,25 @@ def _split_class(items, indices, label, budgets, seed, test_ratio) -> tuple:
                         f"exactly N/2 labeled images for every N; choose other budgets")
     labeled = {n: [i for p, g in enumerate(ordered) if p in positions for i in groups[g]]
                for n, positions in zip(budgets, chosen)}
-    return test, train, labeled
+    return test, val, train, labeled
 
 
-def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3) -> SplitPlan:
+def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
+               val_ratio: float = 0.0) -> SplitPlan:
     """Decide which item goes where (no files are touched). See the module docstring for the rule."""
     if not 0.0 < test_ratio < 1.0:
         raise UserError(f"--test-ratio {test_ratio} must be between 0 and 1 (exclusive)")
+    if not 0.0 <= val_ratio < 1.0 or test_ratio + val_ratio >= 1.0:
+        raise UserError(f"--val-ratio {val_ratio} must be at least 0 and leave a train part "
+                        f"(--test-ratio + --val-ratio < 1)")
     budgets = check_budgets(labels)
     _check_groups(items)
     plan = SplitPlan([], [], {n: [] for n in budgets})
     for label in (0, 1):
         indices = [i for i, item in enumerate(items) if item.label == label]
-        test, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio)
+        test, val, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio)
         plan.test += test
+        plan.val += val
         plan.train += train
         for n in budgets:
             plan.labeled[n] += labeled[n]

@@ -2,8 +2,9 @@
 
     summary = split_dataset("sztus", "raw/", "split/", labels=[42, 104])
 
-Output (DESIGN §5): ``test/{image,mask}/``, ``test/labeled.txt``, ``train/<N>/labeled/{image,mask}/`` with
-``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train), and
+Output (DESIGN §5): ``test/{image,mask}/``, ``test/labeled.txt``, ``val/`` likewise (when ``val_ratio`` > 0), ``train/<N>/labeled/{image,mask}/`` with
+``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train) — plus that part's truth,
+``mask/`` and ``truth.txt``, read only by the pseudo-label diagnostics — and
 ``split.json`` (written last, so its presence marks a complete split): seed, arguments (not --out/--force), counts per class and part, and for
 every output name its source image, mask files, class and group. Images are copied byte for byte; masks are
 merged (OR), binarised and written as 0/255 PNG. Same inputs and seed → byte-identical tree.
@@ -24,6 +25,8 @@ from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
 from Code.errors import UserError
 from Code.outputs import prepare_output_folder
+
+TRUTH_LIST = "truth.txt"  # the unlabeled images' truth, for pseudo-label diagnostics only
 
 
 def merged_mask_png(item: RawItem) -> bytes:
@@ -72,11 +75,17 @@ class _Writer:
                            [(self.image_names[i], self.mask_names[i], self.items[i].label) for i in ordered])
 
     def unlabeled_part(self, folder: Path, indices: Sequence[int]) -> None:
+        """Images and ``unlabeled.txt``; plus, for pseudo-label diagnostics only, their truth: ``mask/`` and
+        ``truth.txt`` (labeled.txt format). The trainers never feed it to a loss."""
         (folder / "image").mkdir(parents=True)
+        (folder / "mask").mkdir(parents=True)
         ordered = self._ordered(indices)
         for i in ordered:
             shutil.copyfile(self.items[i].image, folder / "image" / self.image_names[i])
+            (folder / "mask" / self.mask_names[i]).write_bytes(self.masks[i])
         write_unlabeled_list(folder / "unlabeled.txt", [self.image_names[i] for i in ordered])
+        write_labeled_list(folder / TRUTH_LIST,
+                           [(self.image_names[i], self.mask_names[i], self.items[i].label) for i in ordered])
 
 
 def _counts(items: Sequence[RawItem], indices: Sequence[int]) -> Dict[str, int]:
@@ -91,6 +100,8 @@ def _counts(items: Sequence[RawItem], indices: Sequence[int]) -> Dict[str, int]:
 
 def _parts(plan: SplitPlan) -> Dict[str, List[int]]:
     parts = {"test": plan.test, "train": plan.train}
+    if plan.val:
+        parts["val"] = plan.val
     for n, labeled in plan.labeled.items():
         chosen = set(labeled)
         parts[f"train/{n}/labeled"] = labeled
@@ -100,29 +111,32 @@ def _parts(plan: SplitPlan) -> Dict[str, List[int]]:
 
 def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
                   group_regex: Optional[str] = None, include_normal: bool = False, csv_file=None,
-                  force: bool = False) -> dict:
+                  force: bool = False, val_ratio: float = 0.0) -> dict:
     """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content.
     Everything is validated before `out` is touched; UserError on any bad input."""
     items = read_raw(dataset, root, group_regex, include_normal, csv_file)
     masks = [merged_mask_png(item) for item in items]
-    plan = plan_split(items, labels, seed, test_ratio)
+    plan = plan_split(items, labels, seed, test_ratio, val_ratio)
     names = assign_names(items)
     out = Path(out)
     _prepare_out(out, Path(root), force)
     writer = _Writer(items, names, masks)
     writer.labeled_part(out / "test", plan.test)
+    if plan.val:
+        writer.labeled_part(out / "val", plan.val)
     for n, labeled in plan.labeled.items():
         chosen = set(labeled)
         writer.labeled_part(out / "train" / str(n) / "labeled", labeled)
         writer.unlabeled_part(out / "train" / str(n) / "unlabeled", [i for i in plan.train if i not in chosen])
     root_path = Path(root)
     part_of = {i: "test" for i in plan.test}
+    part_of.update({i: "val" for i in plan.val})
     part_of.update({i: "train" for i in plan.train})
     record = {
         "format": "hermes-split/1",
         "seed": seed,
         "arguments": {"dataset": dataset, "root": str(root), "labels": sorted(plan.labeled), "seed": seed,
-                      "test_ratio": test_ratio, "group_regex": group_regex, "include_normal": include_normal,
+                      "test_ratio": test_ratio, "val_ratio": val_ratio, "group_regex": group_regex, "include_normal": include_normal,
                       "csv": None if csv_file is None else str(csv_file)},
         "classes": {str(label): name for label, name in enumerate(CLASS_NAMES)},
         "counts": {part: _counts(items, idx) for part, idx in _parts(plan).items()},

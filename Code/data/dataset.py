@@ -3,7 +3,8 @@
 - ``"labeled"``  reads ``part_dir/labeled.txt`` (files in ``part_dir/image``, ``part_dir/mask``), weak geometry →
   ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``;
 - ``"unlabeled"`` reads ``part_dir/unlabeled.txt`` → ``(weak (C, S, S), strong (C, S, S))``: the same warped
-  pixels, the strong one photometrically distorted (so pixel (i, j) of both shows the same anatomy);
+  pixels, the strong one photometrically distorted (so pixel (i, j) of both shows the same anatomy); with
+  ``truth=True`` and a ``truth.txt`` in the part (diagnostics only) also ``(mask (S, S) warped like weak, label)``;
 - ``"eval"``     reads ``labeled.txt``, resize only (as :func:`Code.data.image_io.preprocess`) →
   ``(image, mask, label, name)``.
 
@@ -37,7 +38,7 @@ class SplitDataset(Dataset):
     """Images (and masks, labels) of one split part; see the module docstring for the modes' outputs."""
 
     def __init__(self, part_dir, mode: str, size: int = 224, in_channels: int = 1,
-                 aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True):
+                 aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True, truth: bool = False):
         if mode not in MODES:
             raise UserError(f"dataset mode {mode!r} is not one of {', '.join(MODES)}")
         if in_channels not in (1, 3):
@@ -55,6 +56,8 @@ class SplitDataset(Dataset):
         if mode == "unlabeled":
             self.names = read_unlabeled_list(self.part_dir / "unlabeled.txt")
             self.masks, self.labels = [], []
+            if truth and (self.part_dir / "truth.txt").is_file():
+                self.masks, self.labels = self._truth_of(self.names)
         else:
             entries = read_labeled_list(self.part_dir / "labeled.txt")
             self.names = [image for image, _, _ in entries]
@@ -66,6 +69,18 @@ class SplitDataset(Dataset):
         if cache and mode == "eval":  # no randomness: keep the resized arrays, a sample is then just normalised
             self._images = [resize_image(image, self.size) for image in self._images]
             self._masks = [resize_mask(mask, self.size) for mask in self._masks]
+
+    @property
+    def has_truth(self) -> bool:
+        """Unlabeled mode: whether the samples carry their truth (for diagnostics)."""
+        return self.mode == "unlabeled" and len(self.masks) == len(self.names) > 0
+
+    def _truth_of(self, names):
+        entries = {image: (mask, label) for image, mask, label in read_labeled_list(self.part_dir / "truth.txt")}
+        missing = [n for n in names if n not in entries]
+        if missing:
+            raise UserError(f"{self.part_dir / 'truth.txt'} has no entry for {missing[0]}")
+        return [entries[n][0] for n in names], [entries[n][1] for n in names]
 
     def _check_files(self) -> None:
         for name in self.names:
@@ -111,7 +126,12 @@ class SplitDataset(Dataset):
             matrix = sample_geometry(rng, self.aug, image.shape[:2], self.size)
             weak = warp_image(image, matrix, self.size)
             strong = photometric(weak, rng, self.aug)
-            return self._to_tensor(weak), self._to_tensor(strong)
+            if not self.has_truth:
+                return self._to_tensor(weak), self._to_tensor(strong)
+            mask = self._masks[index] if self._masks is not None else self._read_mask(index, image)
+            return (self._to_tensor(weak), self._to_tensor(strong),
+                    torch.from_numpy(warp_mask(mask, matrix, self.size).astype(np.int64)),
+                    torch.tensor(self.labels[index], dtype=torch.int64))
         mask = self._masks[index] if self._masks is not None else self._read_mask(index, image)
         label = torch.tensor(self.labels[index], dtype=torch.int64)
         if self.mode == "eval":

@@ -173,8 +173,12 @@ def _train(config, run_dir, device, dist, checkpoint, stop_after) -> int:
         if result.get("stopped"):
             print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir}")
         else:
-            print(f"test metrics, final (step {result['final']['step']}): {format_metrics(result['final'])}")
-            best = result["best"]
-            print(f"test metrics, best   (step {best['step']}): {format_metrics(best['metrics'])}")
+            final = result["test_at_final"]
+            print(f"test metrics at the final step ({final['step']}):      {format_metrics(final)}")
+            best = result["test_at_best_val"]
+            if best is None:
+                print("test metrics at the val-chosen step: unavailable (the split has no val/ part)")
+            else:
+                print(f"test metrics at the val-chosen step ({best['step']}): {format_metrics(best)}")
             print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
     return 0

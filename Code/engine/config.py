@@ -141,6 +141,33 @@ def validate_config(config: Dict[str, Any]) -> None:
             raise UserError(f"config key 'train.{key}' must be positive, got {train[key]}")
     if config["eval"]["every"] <= 0 or config["log"]["every"] <= 0:
         raise UserError("config keys 'eval.every' and 'log.every' must be positive")
+    _validate_ssl(config["ssl"], config["components"])
+
+
+SSL_CHOICES = {"teacher": ("joint", "ema", "eval", "train"), "threshold": ("dual", "single"),
+               "combine": ("and", "or"), "class_ratio": ("batch", "pool"), "seg_unsup_loss": ("dice", "ce", "ce_dice")}
+SCHEDULE_KEYS = ("unsup_rampup", "contrast_warmup", "contrast_rampup", "consistency_rampup")
+
+
+def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:
+    for key, choices in SSL_CHOICES.items():
+        if ssl[key] not in choices:
+            raise UserError(f"config key 'ssl.{key}' must be one of {', '.join(choices)}, got {ssl[key]!r}")
+    if components["consistency_mode"] not in ("cosine", "stopgrad"):
+        raise UserError(f"config key 'components.consistency_mode' must be cosine or stopgrad, "
+                        f"got {components['consistency_mode']!r}")
+    for key in SCHEDULE_KEYS:
+        if not 0.0 <= ssl[key] <= 1.0:
+            raise UserError(f"config key 'ssl.{key}' is a fraction of train.iters in [0, 1], got {ssl[key]} "
+                            f"(e.g. 300 of 3000 iterations is 0.1)")
+    for key in ("ema_decay", "prior_momentum"):
+        if not 0.0 <= ssl[key] < 1.0:
+            raise UserError(f"config key 'ssl.{key}' must be in [0, 1), got {ssl[key]}")
+
+
+def schedule_steps(config: Dict[str, Any], key: str) -> float:
+    """A schedule key of ``ssl`` (a fraction of the run) in iterations: ``ssl[key] · train.iters``."""
+    return float(config["ssl"][key]) * float(config["train"]["iters"])
 
 
 def dump_config(config: Dict[str, Any]) -> str:

@@ -152,19 +152,24 @@ def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistIn
     if not (unlabeled_dir / "unlabeled.txt").is_file():
         raise UserError(f"malformed split {split}: missing {unlabeled_dir / 'unlabeled.txt'} "
                         f"(method '{config['method']}' needs unlabeled images)")
-    unlabeled = SplitDataset(unlabeled_dir, "unlabeled", **common)
+    unlabeled = SplitDataset(unlabeled_dir, "unlabeled", truth=config["log"]["pseudo_diagnostics"], **common)
     if len(unlabeled) == 0:
         raise UserError(f"{unlabeled_dir / 'unlabeled.txt'} is empty (method '{config['method']}' needs unlabeled images)")
     unlabeled_stream = BatchStream(unlabeled, train["batch_unlabeled"], seed, 1, data["num_workers"], dist, pin_memory)
     return labeled_stream, unlabeled_stream
 
 
-def build_eval_loader(config: Dict[str, Any], split: Path, dist: DistInfo) -> DataLoader:
-    """The test part in eval mode, sharded over ranks (the trainer gathers the per-image records)."""
+def has_val(split: Path) -> bool:
+    """Whether the split has a validation part (``val/labeled.txt``, data_split.py --val-ratio > 0)."""
+    return (Path(split) / "val" / "labeled.txt").is_file()
+
+
+def build_eval_loader(config: Dict[str, Any], split: Path, dist: DistInfo, part: str = "test") -> DataLoader:
+    """A labeled part (``test`` or ``val``) in eval mode, sharded over ranks (the trainer gathers the records)."""
     data = config["data"]
-    dataset = SplitDataset(split / "test", "eval", size=data["size"], in_channels=data["in_channels"], seed=config["seed"])
+    dataset = SplitDataset(split / part, "eval", size=data["size"], in_channels=data["in_channels"], seed=config["seed"])
     if len(dataset) == 0:
-        raise UserError(f"the test list {split / 'test' / 'labeled.txt'} is empty")
+        raise UserError(f"the {part} list {split / part / 'labeled.txt'} is empty")
     sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=False) if dist.enabled else None
     return DataLoader(dataset, batch_size=config["eval"]["batch_size"], shuffle=False, sampler=sampler,
                       num_workers=min(data["num_workers"], 2), generator=torch.Generator())

@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 from segmentation_models_pytorch.metrics import get_stats
 
-METRIC_KEYS: Tuple[str, ...] = ("dice", "dice_global", "iou", "accuracy", "sensitivity", "specificity", "f1", "auc")
+METRIC_KEYS: Tuple[str, ...] = ("dice", "dice_global", "iou", "accuracy", "balanced_accuracy", "sensitivity",
+                                 "specificity", "f1", "auc")
 RECORD_KEYS: Tuple[str, ...] = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn")
 
 BatchCallback = Callable[[Dict[str, Any]], None]
@@ -132,6 +133,7 @@ def summarize_metrics(records: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     - ``dice_global``: 2Σtp / (2Σtp + Σfp + Σfn) over all pixels of the set (1 if that is 0/0);
     - ``iou``: mean over images of the per-image lesion IoU (both empty → 1, else tp/(tp+fp+fn));
     - ``accuracy``: share of images with ``pred_class == label``;
+    - ``balanced_accuracy``: (sensitivity + specificity) / 2 (NaN if either is undefined);
     - ``sensitivity``: malignant recall TP/(TP+FN); ``specificity``: benign recall TN/(TN+FP);
     - ``f1``: malignant F1 = 2TP/(2TP+FP+FN);
     - ``auc``: ROC AUC of ``prob_malignant`` (scikit-learn), NaN if only one class is present.
@@ -150,13 +152,15 @@ def summarize_metrics(records: Sequence[Dict[str, Any]]) -> Dict[str, float]:
     from sklearn.metrics import roc_auc_score  # imported here: scikit-learn takes seconds to import
 
     auc = float(roc_auc_score(labels, probs)) if len(np.unique(labels)) == 2 else math.nan
+    sensitivity, specificity = _ratio(ctp, ctp + cfn), _ratio(ctn, ctn + cfp)
     return {
         "dice": float(np.mean([r["dice"] for r in records])),
         "dice_global": dice_from_counts(tp_s, fp_s, fn_s),
         "iou": float(np.mean([r["iou"] for r in records])),
         "accuracy": float(np.mean(preds == labels)),
-        "sensitivity": _ratio(ctp, ctp + cfn),
-        "specificity": _ratio(ctn, ctn + cfp),
+        "balanced_accuracy": (sensitivity + specificity) / 2.0,
+        "sensitivity": sensitivity,
+        "specificity": specificity,
         "f1": _ratio(2 * ctp, 2 * ctp + cfp + cfn),
         "auc": auc,
     }

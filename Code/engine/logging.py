@@ -53,9 +53,10 @@ def _scalar_tag(key: str) -> str:
 class RunLogger:
     """TensorBoard writer and ``metrics.csv`` of one run; a no-op object on ranks other than 0."""
 
-    def __init__(self, run_dir: Path, metric_keys: Iterable[str], enabled: bool = True):
+    def __init__(self, run_dir: Path, metric_keys: Iterable[str], enabled: bool = True, val_keys: Iterable[str] = ()):
         self.enabled = enabled
         self.metric_keys = list(metric_keys)
+        self.val_keys = list(val_keys)
         self.csv_path = Path(run_dir) / "metrics.csv"
         self.writer: Optional[SummaryWriter] = SummaryWriter(str(Path(run_dir) / "tensorboard")) if enabled else None
 
@@ -63,22 +64,38 @@ class RunLogger:
         if not self.writer:
             return
         for key, value in values.items():
-            tag = key if "/" in key and key.split("/")[0] in ("lr", "bank", "eval") else _scalar_tag(key)
+            tag = key if "/" in key and key.split("/")[0] in ("lr", "bank", "eval", "val", "pseudo") else _scalar_tag(key)
+            if isinstance(value, float) and math.isnan(value):
+                continue
             self.writer.add_scalar(tag, value, step)
 
-    def metrics(self, metrics: Dict[str, float], step: int) -> None:
-        """Append one evaluation to ``metrics.csv`` (header on first write) and to TensorBoard under ``eval/``."""
+    def metrics(self, metrics: Dict[str, float], step: int, val: Optional[Dict[str, float]] = None) -> None:
+        """Append one evaluation to ``metrics.csv`` (header on first write): test metrics under their names, val
+        metrics as ``val_<name>``; TensorBoard gets them under ``eval/`` (test) and ``val/``."""
         if not self.enabled:
             return
         new = not self.csv_path.exists()
+        val_values = [f"{val[k]:.6f}" for k in self.val_keys] if val is not None else ["nan"] * len(self.val_keys)
         with self.csv_path.open("a", newline="") as handle:
             writer = csv.writer(handle)
             if new:
-                writer.writerow(["step", *self.metric_keys])
-            writer.writerow([step, *(f"{metrics[k]:.6f}" for k in self.metric_keys)])
-        for key in self.metric_keys:
-            if not math.isnan(metrics[key]):
-                self.writer.add_scalar(f"eval/{key}", metrics[key], step)
+                writer.writerow(["step", *self.metric_keys, *(f"val_{k}" for k in self.val_keys)])
+            writer.writerow([step, *(f"{metrics[k]:.6f}" for k in self.metric_keys), *val_values])
+        for prefix, values in (("eval", metrics), ("val", val or {})):
+            for key, value in values.items():
+                if not math.isnan(value):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, step)
+
+    def truncate_after(self, step: int) -> None:
+        """Drop ``metrics.csv`` rows past ``step`` (written after the checkpoint a run resumes from)."""
+        if not self.enabled or not self.csv_path.exists():
+            return
+        with self.csv_path.open(newline="") as handle:
+            rows = list(csv.reader(handle))
+        kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
+        if len(kept) != len(rows):
+            with self.csv_path.open("w", newline="") as handle:
+                csv.writer(handle).writerows(kept)
 
     def images(self, vis: Dict[str, Optional[Tensor]], step: int, max_images: int = 4) -> None:
         """Input, weak-view pseudo-label, keep mask, entropy, saliency, prediction and ground truth (first images)."""

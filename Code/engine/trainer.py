@@ -2,14 +2,18 @@
 
 The unlabeled stream drives the iterations; the labeled stream is re-iterated with fresh augmentations. Loss terms
 are summed on the device and read back only every ``log.every`` steps, which is also when non-finite losses are
-detected. Every ``eval.every`` steps (and after the last one) the test part is evaluated, ``metrics.csv`` gets a row
-and ``checkpoints/latest.pt`` (plus ``best.pt`` on improvement) is written atomically.
+detected. Every ``eval.every`` steps (and after the last one) the val and test parts are evaluated,
+``metrics.csv`` gets a row (test metrics under their names, val metrics as ``val_<name>``) and
+``checkpoints/latest.pt`` is written atomically, plus ``best.pt`` when the **val** score improves (never chosen on
+test; a split without ``val/`` has no ``best.pt``). ``final_metrics.json`` holds ``test_at_final`` and
+``test_at_best_val`` (with the steps and the val metrics behind them).
 """
 from __future__ import annotations
 
 import json
 import math
 import random
+import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -22,10 +26,12 @@ from tqdm import tqdm
 from Code.engine import evaluation
 from Code.engine.builders import build_model, build_optimizers
 from Code.engine.checkpoint import clean_state_dict, save_checkpoint
-from Code.engine.data import build_eval_loader, build_streams, resolve_split
+from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
+from Code.engine.diagnostics import PseudoLabelMonitor
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow
 from Code.engine.step import StepContext, train_step
+from Code.engine.teacher import build_teacher
 from Code.errors import UserError
 
 
@@ -103,17 +109,28 @@ class Trainer:
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly) for opt in (self.seg_opt, self.cls_opt)]
         self.amp_dtype = amp_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.ctx = StepContext.build(config, device)
+        self.teacher = build_teacher(config, unwrap(self.model))
         pin = device.type == "cuda"
         self.labeled_stream, self.unlabeled_stream = build_streams(config, self.split, self.labels, dist, pin)
+        labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
+        self.ctx = StepContext.build(config, device, torch.bincount(labels, minlength=2).float() / max(len(labels), 1))
         self.eval_loader = build_eval_loader(config, self.split, dist)
-        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS, enabled=dist.is_main)
+        self.val_loader = build_eval_loader(config, self.split, dist, "val") if has_val(self.split) else None
+        if self.val_loader is None and dist.is_main:
+            print(f"note: {self.split} has no val/ part (data_split.py --val-ratio): no best.pt is chosen, "
+                  f"test is reported at the final step only", file=sys.stderr)
+        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS, enabled=dist.is_main,
+                                val_keys=evaluation.METRIC_KEYS if self.val_loader is not None else ())
+        truth = self.unlabeled_stream is not None and self.unlabeled_stream.dataset.has_truth
+        self.monitor = PseudoLabelMonitor(self.run_dir, enabled=dist.is_main) if truth else None
         self.window = ScalarWindow()
         self.first_bad: Dict[str, torch.Tensor] = {}
-        self.step, self.best, self.last_metrics = 0, None, None
+        self.step, self.best, self.last_metrics, self.last_val = 0, None, None, None
 
     def _build_model(self) -> torch.nn.Module:
         model = build_model(self.config).to(self.device)
+        if self.config["ssl"]["teacher"] == "ema" and self.dist.enabled and self.config["train"]["sync_bn"]:
+            raise UserError("ssl.teacher 'ema' with train.sync_bn is not supported; use teacher 'joint'")
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:
@@ -135,7 +152,9 @@ class Trainer:
                 "seg_optimizer": self.seg_opt.state_dict(), "cls_optimizer": self.cls_opt.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
                 "banks": self.ctx.banks.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
-                "best": self.best, "last_metrics": self.last_metrics}
+                "best": self.best, "last_metrics": self.last_metrics, "last_val": self.last_val,
+                "teacher": None if self.teacher is None else self.teacher.state_dict(),
+                "pool_prior": None if self.ctx.pool_prior is None else self.ctx.pool_prior.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(clean_state_dict(state["model"]))
@@ -145,6 +164,12 @@ class Trainer:
             sched.load_state_dict(sched_state)
         self.scaler.load_state_dict(state["scaler"])
         self.ctx.banks.load_state_dict(state["banks"])
+        if self.teacher is not None:
+            if state.get("teacher") is None:
+                raise UserError("the checkpoint has no EMA teacher (it was saved with another ssl.teacher)")
+            self.teacher.load_state_dict(state["teacher"])
+        if self.ctx.pool_prior is not None and state.get("pool_prior") is not None:
+            self.ctx.pool_prior.load_state_dict(state["pool_prior"])
         self.labeled_stream.load_state_dict(state["streams"]["labeled"])
         if self.unlabeled_stream is not None and "unlabeled" in state["streams"]:
             self.unlabeled_stream.load_state_dict(state["streams"]["unlabeled"])
@@ -153,6 +178,11 @@ class Trainer:
         else:  # saved with another number of processes: continue reproducibly, though not bit-exactly
             seed_everything(self.config["seed"] + self.dist.rank + 1000003 * state["step"])
         self.step, self.best, self.last_metrics = state["step"], state["best"], state["last_metrics"]
+        self.last_val = state.get("last_val")
+        if self.dist.is_main:  # rows written after this checkpoint (a kill before the next one) are rewritten
+            self.logger.truncate_after(self.step)
+            if self.monitor is not None:
+                self.monitor.truncate_after(self.step)
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self, stop_after: Optional[int] = None) -> Dict[str, Any]:
@@ -178,11 +208,20 @@ class Trainer:
         bar.close()
         if self.last_metrics is None or self.last_metrics["step"] != self.step:
             self._evaluate_and_save()
-        result = {"step": self.step, "final": self.last_metrics, "best": self.best}
+        result = self.final_result()
         if self.dist.is_main:
             (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
         self.logger.close()
         return result
+
+    def final_result(self) -> Dict[str, Any]:
+        """``final_metrics.json``: test at the final step and at the val-chosen step (None without val/)."""
+        best = self.best
+        return {"step": self.step, "selection": "val" if self.val_loader is not None else "none (no val/ part)",
+                "test_at_final": self.last_metrics, "val_at_final": self.last_val,
+                "best_val_step": None if best is None else best["step"],
+                "test_at_best_val": None if best is None else dict(best["metrics"], step=best["step"]),
+                "val_at_best": None if best is None else best["val"]}
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""
@@ -196,14 +235,19 @@ class Trainer:
 
     def _train_one_step(self) -> Dict[str, Any]:
         labeled = _to_device(next(self.labeled_stream), self.device, self.channels_last)
-        unlabeled = None
+        unlabeled, truth = None, None
         if self.unlabeled_stream is not None:
-            unlabeled = _to_device(next(self.unlabeled_stream), self.device, self.channels_last)
+            batch = _to_device(next(self.unlabeled_stream), self.device, self.channels_last)
+            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters train_step
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:
-            loss, logs, vis = train_step(self.model, labeled, unlabeled, self.step, self.ctx)
+            loss, logs, vis = train_step(self.model, labeled, unlabeled, self.step, self.ctx, self.teacher)
         apply_gradients(loss, self.scaler, (self.seg_opt, self.cls_opt), self.schedulers,
                         self.config["train"]["grad_clip"])
+        if self.teacher is not None:
+            self.teacher.update(unwrap(self.model), self.step)
+        if self.monitor is not None and truth:
+            self.monitor.add(vis, *truth)
         logs["total"] = loss.detach()
         self._track_finite(logs)
         self.window.add(logs)
@@ -238,6 +282,8 @@ class Trainer:
         for name, bank in self.ctx.banks.items():
             for c, fill in enumerate(bank.filled.tolist()):
                 means[f"bank/{name}_fill/{c}"] = fill / bank.queue.shape[1]
+        if self.monitor is not None:
+            means.update({f"pseudo/{k}": v for k, v in self.monitor.flush(self.step).items()})
         self.logger.scalars(means, self.step)
         postfix = {"loss": f"{means.get('total', float('nan')):.3f}"}
         if self.last_metrics:
@@ -245,11 +291,12 @@ class Trainer:
         return postfix
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self) -> Dict[str, float]:
-        """Metrics on the test part; under DDP each rank evaluates a shard and the records are gathered."""
+    def evaluate(self, loader=None) -> Dict[str, float]:
+        """Metrics on the test part (or ``loader``'s); under DDP each rank evaluates a shard, records are gathered."""
         model = unwrap(self.model)
         model.eval()
-        records = evaluation.evaluate_model(model, self.eval_loader, self.device, amp=self.amp_dtype is not None)
+        records = evaluation.evaluate_model(model, loader if loader is not None else self.eval_loader, self.device,
+                                            amp=self.amp_dtype is not None)
         model.train()
         gathered = {r["name"]: r for part in all_gather_objects(records) for r in part}  # drops sampler padding
         return evaluation.summarize_metrics([gathered[name] for name in sorted(gathered)])
@@ -257,14 +304,16 @@ class Trainer:
     def _evaluate_and_save(self) -> None:
         self._check_finite()
         metrics = self.evaluate()
-        self.last_metrics = dict(metrics, step=self.step)
+        val = self.evaluate(self.val_loader) if self.val_loader is not None else None
+        self.last_metrics, self.last_val = dict(metrics, step=self.step), val
         improved = False
-        score = evaluation.best_score(metrics, self.config["task"])
-        if self.best is None or score > tuple(self.best["score"]):
-            self.best, improved = {"step": self.step, "score": list(score), "metrics": metrics}, True
+        if val is not None:  # chosen on val only
+            score = evaluation.best_score(val, self.config["task"])
+            if self.best is None or score > tuple(self.best["score"]):
+                self.best, improved = {"step": self.step, "score": list(score), "metrics": metrics, "val": val}, True
         rngs = all_gather_objects(rng_state())
         if self.dist.is_main:
-            self.logger.metrics(metrics, self.step)
+            self.logger.metrics(metrics, self.step, val)
             state = self.state_dict(rngs)
             save_checkpoint(self.run_dir / "checkpoints" / "latest.pt", state)
             if improved:

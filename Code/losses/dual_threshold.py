@@ -2,7 +2,7 @@
 
 Given the weak view's softmax ``p`` (B×C for images, B×C×H×W for pixels) and the pseudo-label ŷ = argmax_c p:
 
-    r_c   = #{ŷ == c} / #ŷ                                  share of class c in the batch
+    r_c   = #{ŷ == c} / #ŷ                                  share of class c in the batch (or a given prior)
     τ_c   = τ_hi − (τ_hi − τ_lo)·(1 − r_c)                  class-adaptive confidence threshold
     confident ⇔ p_ŷ > τ_ŷ
     H     = −Σ_c p_c·log p_c                                 entropy (0·log 0 = 0)
@@ -16,7 +16,7 @@ Given the weak view's softmax ``p`` (B×C for images, B×C×H×W for pixels) and
 from __future__ import annotations
 
 import math
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 
@@ -56,12 +56,14 @@ def dual_threshold_mask(
     tau_hi: float = 0.95,
     tau_lo: float = 0.5,
     combine: str = "and",
+    class_ratio: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
     """Pseudo-labels and the mask of those to keep (see the module docstring for the equations).
 
     Args:
         probs: softmax probabilities, B×C (images) or B×C×H×W (pixels); any float dtype (computed in float32).
         step, total_steps: t and T of the ramp-up (host numbers, not tensors).
+        class_ratio: optional r (C) to use instead of the batch's shares (e.g. the pool's estimated prior).
     Returns:
         pseudo: long, B (or B×H×W), argmax over C.
         keep: bool, same shape as ``pseudo``.
@@ -77,7 +79,10 @@ def dual_threshold_mask(
     flat_pseudo = pseudo.reshape(-1)
     counts = torch.zeros(num_classes, device=probs.device).scatter_add_(
         0, flat_pseudo, torch.ones_like(flat_pseudo, dtype=torch.float32))
-    class_ratio = counts / max(flat_pseudo.numel(), 1)
+    if class_ratio is None:
+        class_ratio = counts / max(flat_pseudo.numel(), 1)
+    else:
+        class_ratio = class_ratio.detach().float().to(probs.device)
     if combine == "confidence":
         thresholds = torch.full((num_classes,), float(tau_hi), device=probs.device)
     else:
