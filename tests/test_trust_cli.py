@@ -29,8 +29,8 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def split_and_checkpoint(phantom_split, tmp_path_factory):
-    """A split with test/ and a val/ copied from test/ (same format as data_split.py --val-ratio), a split
-    without val/, and the smoke model's checkpoint."""
+    """A split whose val/ is a copy of its test/ (so that the thresholds fitted on val can be checked by value
+    against the test images' entropies), a split without val/, and the smoke model's checkpoint."""
     root = tmp_path_factory.mktemp("trust")
     shutil.copytree(phantom_split / "test", root / "split" / "test")
     shutil.copytree(phantom_split / "test", root / "split" / "val")
@@ -175,3 +175,19 @@ def test_predict_with_calibration(calibrated, tmp_path):
     p_raw = torch.tensor([[float(r["prob_benign"]), float(r["prob_malignant"])] for r in raw], dtype=torch.float64)
     expected = rescale_probs(p_raw, document["temperature"])[:, 1].numpy()
     assert np.abs(np.array([float(r["prob_malignant"]) for r in cal]) - expected).max() < 1e-5
+
+
+def test_calibrate_uses_the_split_val_part(phantom_split, split_and_checkpoint, tmp_path):
+    """With data_split.py's own val/ (the fixture split has one), --calibrate finds SPLIT/val beside --data and
+    the number of images it fitted on is that of SPLIT/val/labeled.txt."""
+    _, source = split_and_checkpoint
+    checkpoint = tmp_path / "checkpoints" / "best.pt"
+    checkpoint.parent.mkdir()
+    shutil.copy(source, checkpoint)
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(phantom_split / "test"), "--calibrate",
+                          "--device", "cpu", "--no-overlays"]) == 0
+    document = json.loads(calibration_path(checkpoint).read_text())
+    val_lines = (phantom_split / "val" / "labeled.txt").read_text().split("\n")
+    assert document["val"] == str((phantom_split / "val").resolve())
+    assert document["n_val"] == len([line for line in val_lines if line.strip()]) > 0
+    assert (tmp_path / "eval_test" / "metrics.json").is_file()  # default out: <run folder>/eval_<part>
