@@ -67,6 +67,7 @@ def test_rescale_probs_equals_dividing_the_logits():
 
 
 def test_temperature_scaled_divides_only_class_logits():
+    """Mutation checked: TemperatureScaled multiplying the class logits by T fails."""
     class Fake(torch.nn.Module):
         def forward(self, x):
             return {"seg_logits": x * 1.0, "cls_logits": torch.tensor([[3.0, -1.5]])}
@@ -78,6 +79,7 @@ def test_temperature_scaled_divides_only_class_logits():
 
 
 def test_calibration_document_round_trip_and_errors(tmp_path):
+    """Mutation checked: calibration_path giving ``best.json`` instead of ``best.calibration.json`` fails."""
     checkpoint = tmp_path / "best.pt"
     path = calibration_path(checkpoint)
     assert path.name == "best.calibration.json"

@@ -64,6 +64,7 @@ def test_onnx_parity_dynamic_batch_and_size(exported):
 
 
 def test_metadata_describes_preprocessing(exported):
+    """Mutation checked: export_metadata storing the RGB normalisation for a 1-channel model fails."""
     checkpoint, onnx_path, ts_path = exported
     meta = read_onnx_metadata(onnx_path)
     mean, std = normalization(1)
@@ -79,6 +80,7 @@ def test_metadata_describes_preprocessing(exported):
 
 
 def test_torchscript_parity(exported):
+    """Mutation checked: export_torchscript tracing the graph with temperature 1 instead of 1.7 fails."""
     checkpoint, _, ts_path = exported
     reference, ts = _reference(checkpoint), TorchScriptPredictor(ts_path)
     for shape in [(2, 1, 64, 64), (1, 1, 96, 64)]:
@@ -129,6 +131,7 @@ def test_predict_with_onnx_model_matches_checkpoint(exported, tmp_path):
 
 
 def test_export_and_predict_refusals(exported, tmp_path):
+    """Mutation checked: export.py without check_exportable (gradient saliency exported) fails."""
     checkpoint, onnx_path, _ = exported
     with pytest.raises(UserError, match="--force"):
         export.main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx_path)])
@@ -155,7 +158,11 @@ def test_export_and_predict_refusals(exported, tmp_path):
 
 
 def test_bench_export_on_the_exported_file(exported, capsys):
-    """bench.py export: one JSON line per runtime and batch size, then the speed-up and the parity."""
+    """bench.py export: one JSON line per runtime and batch size, then the speed-up and the parity.
+    Mutation checked: the speed-up dict keeping only the last batch size fails. (Building the PyTorch graph with
+    T = 1 instead of the file's 1.7 is NOT caught here: the untrained smoke model's class margins on random inputs
+    are too small for the temperature to move its probabilities by 1e-4; test_onnx_parity covers the
+    temperature.)"""
     checkpoint, onnx_path, _ = exported
     assert bench.main(["export", "--checkpoint", str(checkpoint), "--onnx", str(onnx_path), "--size", "64",
                        "--batches", "1", "2", "--runs", "1"]) == 0

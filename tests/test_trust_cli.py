@@ -55,7 +55,9 @@ def calibrated(split_and_checkpoint):
 
 
 def test_calibrate_without_val_is_refused(split_and_checkpoint, run_script, assert_one_line_error, tmp_path):
-    """No SPLIT/val/labeled.txt: a one-line error naming it, nothing written."""
+    """No SPLIT/val/labeled.txt, or an empty one: a one-line error naming it, nothing written.
+    Mutation checked: dropping the empty-list check of evaluate.py (the error then comes after the output
+    folder was made) fails."""
     root, checkpoint = split_and_checkpoint
     result = run_script("Code/evaluate.py", "--checkpoint", checkpoint, "--data", root / "no_val" / "test",
                         "--calibrate", "--device", "cpu", "--out", tmp_path / "never")
@@ -143,6 +145,7 @@ def test_review_flags_table_and_curves(calibrated):
 
 
 def test_stored_calibration_is_reused_and_not_overwritten(calibrated, tmp_path):
+    """Mutation checked: refitting over an existing calibration file without --force fails."""
     root, checkpoint = calibrated
     test = root / "split" / "test"
     before = calibration_path(checkpoint).read_text()
@@ -159,7 +162,8 @@ def test_stored_calibration_is_reused_and_not_overwritten(calibrated, tmp_path):
 
 def test_predict_with_calibration(calibrated, tmp_path):
     """predict.py --calibration: calibrated probabilities and a 0/1 review column; without it the column is
-    empty and the probabilities are the model's own."""
+    empty and the probabilities are the model's own. Mutation checked: predict.py ignoring the loaded calibration
+    fails."""
     root, checkpoint = calibrated
     images = root / "split" / "test" / "image"
     document = json.loads(calibration_path(checkpoint).read_text())
@@ -179,7 +183,8 @@ def test_predict_with_calibration(calibrated, tmp_path):
 
 def test_calibrate_uses_the_split_val_part(phantom_split, split_and_checkpoint, tmp_path):
     """With data_split.py's own val/ (the fixture split has one), --calibrate finds SPLIT/val beside --data and
-    the number of images it fitted on is that of SPLIT/val/labeled.txt."""
+    the number of images it fitted on is that of SPLIT/val/labeled.txt. Mutation checked: looking for val/ inside
+    --data instead of beside it fails."""
     _, source = split_and_checkpoint
     checkpoint = tmp_path / "checkpoints" / "best.pt"
     checkpoint.parent.mkdir()

@@ -47,6 +47,7 @@ def test_review_thresholds_and_flags():
 
 
 def test_flag_table_groups():
+    """Mutation checked: the unflagged group selecting the flagged records fails."""
     records = [{"review": True, "dice": 0.2, "label": 1, "pred_class": 0},
                {"review": True, "dice": 0.4, "label": 1, "pred_class": 1},
                {"review": False, "dice": 0.9, "label": 0, "pred_class": 0}]
