@@ -50,7 +50,7 @@ def _reference(checkpoint):
 def test_onnx_parity_dynamic_batch_and_size(exported):
     """Probabilities of ONNX Runtime and of the checkpoint agree to 1e-4 at the trained size and at another
     batch and spatial size (dynamic axes), with the temperature of the calibration file baked in.
-    Mutation checked: InferenceGraph without the division by the temperature fails (class_prob off by ~1e-2)."""
+    Mutation checked: InferenceGraph without the division by the temperature fails."""
     checkpoint, onnx_path, _ = exported
     reference, onnx_model = _reference(checkpoint), OnnxPredictor(onnx_path)
     for shape in [(3, 1, 64, 64), (2, 1, 96, 128), (1, 1, 32, 32)]:
