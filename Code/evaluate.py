@@ -29,6 +29,7 @@ import argparse
 import csv
 import json
 import math
+import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -116,6 +117,30 @@ def safe_stem(name: str) -> str:
     """A file stem for an image name (folders and odd characters replaced)."""
     stem = Path(name).stem or "image"
     return "".join(c if c.isalnum() or c in "-_.()" else "_" for c in stem)
+
+
+def training_images_warning(part: Path) -> Optional[str]:
+    """A warning when the images listed in ``part/labeled.txt`` belong to a train part of their split (found as
+    ``split.json`` in ``part`` or up to three folders above; without one, a path through ``train/``)."""
+    from Code.data import read_labeled_list
+
+    part = part.resolve()
+    names = [entry[0] for entry in read_labeled_list(part / "labeled.txt")]
+    for folder in [part, *list(part.parents)[:3]]:
+        record_path = folder / "split.json"
+        if record_path.is_file():
+            try:
+                files = json.loads(record_path.read_text()).get("files", {})
+            except (ValueError, AttributeError):
+                break
+            train = sum(1 for name in names if files.get(name, {}).get("part") == "train")
+            if train:
+                return (f"{train} of the {len(names)} images in {part} belong to the train part of the split "
+                        f"({record_path}): these are training images, so the metrics are not a held-out score")
+            return None
+    if "train" in part.parts[-3:]:
+        return f"{part} looks like a train part of a split: the metrics are not a held-out score"
+    return None
 
 
 # ------------------------------------------------------------------------------------------ evaluation outputs
@@ -259,6 +284,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     calibration = resolve_temperature(args.calibration, checkpoint)
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
                       args.force)
+    warning = training_images_warning(part)
+    if warning:
+        print(f"warning: {warning}", file=sys.stderr)
     # the heavy imports (smp, timm) only once the arguments are checked
     from Code.engine.calibration import save_calibration
     from Code.engine.evaluation import evaluate_model, summarize_metrics
@@ -283,7 +311,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     metrics = summarize_metrics(records)
     trust = trust_report(records, collector, calibration, out)
     summary = {**metrics, **trust, "n_images": len(records), "checkpoint": str(checkpoint.resolve()), "step": step,
-               "data": str(part.resolve()), "device": device.type}
+               "data": str(part.resolve()), "device": device.type, "warning": warning}
     (out / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     write_per_image(records, out / "per_image.csv")
     plot_confusion_and_roc(records, out)

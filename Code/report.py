@@ -11,8 +11,10 @@ seg → Dice, cls → accuracy then AUC); test metrics are never used to choose.
 without ``val/``) has no ``best``: its final row is used and the caption says so. The run's ``eval.select``
 decides unless ``--select`` overrides it. Below the tables, one line per run lists test at the val-chosen and at
 the final step (the per-seed pairs). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
-(seeds) of one method and label budget, in percent. A cell with a single run shows ``± 0.00`` and is marked
-``(n=1)``; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. NaN values (e.g. AUC
+(seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
+std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
+only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is
+its own row, named by the differing settings (``hermes (train.iters=400)``). NaN values (e.g. AUC
 of a one-class test set) are left out of a cell. Segmentation metrics (Dice, IoU) come from ``task: seg`` runs
 and classification metrics from ``task: cls`` runs, as in the paper; a table falls back to the other task's runs
 when there are none of its own (the caption says which). Runs without ``final_metrics.json`` (unfinished) are
@@ -118,7 +120,8 @@ def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, An
             "metrics": {k: row.get(k, math.nan) for k in METRIC_KEYS},
             "best_step": int(best["step"]) if best_how == "best (val)" else None,
             "best_metrics": {k: best.get(k, math.nan) for k in METRIC_KEYS} if best_how == "best (val)" else None,
-            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS}}
+            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS},
+            "config": config}
 
 
 PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
@@ -143,6 +146,39 @@ def runs_markdown(results: List[Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+POOLING_IGNORES = ("seed", "device", "log", "data.num_workers")  # keys in which seeds of one experiment may differ
+
+
+def _flat(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif not any(f"{prefix}{key}" == k or f"{prefix}{key}".startswith(k + ".") for k in POOLING_IGNORES):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
+    """Runs of one cell (method, dataset, label budget) are pooled as seeds only if their configs agree in all but
+    ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, …)`` named by the keys that
+    tell them apart. Renames ``results[i]["method"]`` in place; returns one note per split cell."""
+    cells: Dict[Tuple[str, str, Any, str], List[Dict[str, Any]]] = defaultdict(list)
+    for r in results:  # the task is part of the cell: seg and cls runs feed different tables
+        cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
+    notes = []
+    for (method, dataset, labels, task), runs in cells.items():
+        flats = [_flat(r["config"]) for r in runs]
+        keys = sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
+        if not keys:
+            continue
+        for r, f in zip(runs, flats):
+            r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys[:3])}{', …' if len(keys) > 3 else ''})"
+        notes.append(f"{task} runs of {method}, {dataset} {labels} labels have different configs (differ in: "
+                     f"{', '.join(keys[:6])}); reported as separate rows, not pooled as seeds")
+    return notes
+
+
 def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
     """``(mean, sample std with ddof=1 (0 for one value), n)`` of the finite values; NaNs when none."""
     vals = np.array([v for v in values if not math.isnan(v)], dtype=float)
@@ -152,7 +188,8 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
 
 
 def _method_key(method: str) -> Tuple[int, str]:
-    return (METHOD_ORDER.index(method), "") if method in METHOD_ORDER else (len(METHOD_ORDER), method)
+    base = method.split(" (")[0]  # a config variant "hermes (train.iters=400)" sorts with its method
+    return (METHOD_ORDER.index(base), method) if base in METHOD_ORDER else (len(METHOD_ORDER), method)
 
 
 def _column_key(col: Tuple[str, Any]) -> Tuple[str, int, float]:
@@ -181,11 +218,13 @@ def _column_name(col: Tuple[str, Any], several_datasets: bool) -> str:
 
 
 def format_cell(cell: Optional[Tuple[float, float, int]], usual_n: int) -> str:
+    """``mean ± std``, marked ``(n=k)`` when k differs from the table's usual n; a single run: ``mean (n = 1)``."""
     if cell is None or cell[2] == 0:
         return "n/a"
     mean, std, n = cell
-    text = f"{mean:.2f} ± {std:.2f}"
-    return text + (f" (n={n})" if n == 1 or n != usual_n else "")
+    if n == 1:
+        return f"{mean:.2f} (n = 1)"
+    return f"{mean:.2f} ± {std:.2f}" + (f" (n={n})" if n != usual_n else "")
 
 
 def table_markdown(table: Dict[str, Any]) -> str:
@@ -219,7 +258,8 @@ def write_csv(tables: List[Dict[str, Any]], path: Path) -> None:
                 for col in t["columns"]:
                     if (method, col) in t["cells"]:
                         mean, std, n = t["cells"][(method, col)]
-                        writer.writerow([t["metric"], method, col[0], col[1], f"{mean:.4f}", f"{std:.4f}", n,
+                        writer.writerow([t["metric"], method, col[0], col[1], f"{mean:.4f}",
+                                         f"{std:.4f}" if n > 1 else "", n,
                                          "/".join(t["tasks"]), select])
 
 
@@ -275,6 +315,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.append(result)
     if not results:
         raise UserError("no finished runs with evaluations to report")
+    for note in split_config_variants(results):
+        print(f"note: {note}", file=sys.stderr)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
     text = "\n\n".join([*(table_markdown(t) for t in tables), runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])

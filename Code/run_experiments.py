@@ -7,8 +7,10 @@ Usage::
         [--set key=value ...] [--dry-run]
 
 Each run is a subprocess ``python Code/<entry>_train.py --config FILE --method M --labels N --seed S --out RUN``
-with RUN = ``<out>/<method>_n<N>_s<seed>``. A run whose folder holds ``final_metrics.json`` is finished and
-skipped; a run whose folder exists without it was interrupted and is continued with ``--resume auto``. A failed
+with RUN = ``<out>/<method>_n<N>_s<seed>``. Each run folder's ``config.yaml`` is compared with the config the
+command resolves: the same config with ``final_metrics.json`` is finished and skipped, without it interrupted and
+continued with ``--resume auto``; a change of ``train.iters`` only extends the run (the entry's rule); any other
+change is not run and counted as failed, so that a report never shows results of an older config as current. A failed
 run does not stop the grid; the exit status is 1 if any run failed. ``--dry-run`` prints the plan and commands.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from Code.engine.config import METHODS
 from Code.errors import UserError, run_cli
@@ -35,13 +37,29 @@ def run_dir(out: Path, method: str, labels: int, seed: int) -> Path:
     return out / f"{method}_n{labels}_s{seed}"
 
 
-def run_state(folder: Path) -> str:
-    """``done`` (``final_metrics.json`` present), ``resume`` (folder exists and is not empty) or ``new``."""
-    if (folder / "final_metrics.json").is_file():
-        return "done"
-    if folder.is_dir() and any(folder.iterdir()):
-        return "resume"
-    return "new"
+def wanted_config(args: argparse.Namespace, cmd: Sequence[str]) -> Dict[str, Any]:
+    """The config the entry script resolves from ``cmd`` (its argument list, interpreter and script first)."""
+    from Code.engine.cli import build_parser, resolve_config
+
+    return resolve_config(build_parser(args.entry).parse_args(list(cmd[2:])), args.entry)
+
+
+def run_state(folder: Path, wanted: Dict[str, Any]) -> Tuple[str, List[str]]:
+    """``(state, differing keys)`` of a run folder against the config a run would now get:
+    ``new`` (missing or empty), ``done`` (same config, ``final_metrics.json`` present), ``resume`` (same config,
+    unfinished), ``extend`` (only ``train.iters`` differs: the entry extends it), ``changed`` (other keys differ, or
+    a non-empty folder that is not a run): not run, so that no stale result is reported as current."""
+    from Code.engine.run_folder import differences, read_saved_config
+
+    if not folder.is_dir() or not any(folder.iterdir()):
+        return "new", []
+    saved = read_saved_config(folder)
+    if saved is None:
+        return "changed", ["(no config.yaml of a run)"]
+    diff = [k for k in differences(saved, wanted) if k != "device"]
+    if not diff:
+        return ("done" if (folder / "final_metrics.json").is_file() else "resume"), []
+    return ("extend" if diff == ["train.iters"] else "changed"), diff
 
 
 def build_command(args: argparse.Namespace, method: str, labels: int, seed: int, folder: Path,
@@ -94,14 +112,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     counts = {"done": 0, "ran": 0}
     for index, (method, labels, seed) in enumerate(grid, 1):
         folder = run_dir(out, method, labels, seed)
-        state = run_state(folder)
+        plain = build_command(args, method, labels, seed, folder, resume=False)
+        state, diff = run_state(folder, wanted_config(args, plain))
         prefix = f"[{index}/{len(grid)}] {folder.name}:"
         if state == "done":
             print(f"{prefix} skip (finished)", flush=True)
             counts["done"] += 1
             continue
+        if state == "changed":
+            print(f"{prefix} NOT RUN: the folder holds a run with another config (differs in: {', '.join(diff[:6])}); "
+                  "remove it or choose another --out", flush=True)
+            failed.append(folder.name)
+            continue
         cmd = build_command(args, method, labels, seed, folder, resume=state == "resume")
-        action = "resume" if state == "resume" else "run"
+        action = {"resume": "resume", "extend": "extend", "new": "run"}[state]
         if args.dry_run:
             print(f"{prefix} would {action}: {shlex.join(cmd)}", flush=True)
             continue

@@ -1,5 +1,6 @@
 """Helpers shared by test modules (pytest puts this folder on sys.path: ``from helpers import ...``)."""
 import importlib
+import os
 import sys
 from pathlib import Path
 
@@ -13,6 +14,43 @@ def load_script(name):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO_ROOT / "Code"))
+
+
+SMOKE_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
+
+# The metrics.csv column that picks best.pt, per task (cls breaks ties by AUC): the val/ part's metric. One place
+# to change should the selection move to another column.
+SELECTION_COLUMN = {"seg": "val_dice", "cls": "val_accuracy"}
+
+
+def smoke_config(split, labels=4, task="seg", **sections):
+    """The resolved ``configs/smoke.yaml`` for in-process runs on ``split``/train/``labels``.
+
+    ``sections`` override config keys: ``method="fixmatch"``, ``train={"iters": 4}``, … (merged into the config
+    like ``--set``). ``task`` also applies the entry script's defaults (saliency for seg, IAS for cls)."""
+    from Code.engine.cli import ENTRY_DEFAULTS
+    from Code.engine.config import load_config
+
+    overrides = [{"data": {"split": str(split), "labels": labels}}]
+    if sections:
+        overrides.append(sections)
+    config = load_config(str(SMOKE_CONFIG), overrides=overrides, defaults=ENTRY_DEFAULTS[task])
+    config["task"] = task
+    return config
+
+
+BUSI_ENV = "HERMES_BUSI_ROOT"
+
+
+def busi_root():
+    """``(folder holding Dataset_BUSI_with_GT, explicit)`` for the real-data tests: ``$HERMES_BUSI_ROOT`` when set
+    (that folder, or ``Dataset_BUSI_with_GT`` itself), else ``../shared/data/BUSI`` relative to the repository;
+    ``explicit`` tells whether the variable was set (then a missing copy is an error, not a skip)."""
+    value = os.environ.get(BUSI_ENV)
+    if value:
+        path = Path(value).expanduser()
+        return (path.parent if path.name == "Dataset_BUSI_with_GT" else path), True
+    return REPO_ROOT.parent / "shared" / "data" / "BUSI", False
 
 
 def smoke_model_with_decisions(config, seed=0):

@@ -1,4 +1,8 @@
-"""BUSI split on the real data in ../shared/data/BUSI (skipped when absent: users do not have it, CI does)."""
+"""BUSI split on the real data: ``$HERMES_BUSI_ROOT``, else ``../shared/data/BUSI`` relative to the repository.
+
+Skipped when the variable is unset and the default copy is absent (users do not have it, CI does); when the
+variable is set, a missing copy fails the suite instead of skipping it. The reader's behaviour without real data
+is tested on a synthetic BUSI layout in test_busi_reader.py."""
 from __future__ import annotations
 
 import json
@@ -12,8 +16,21 @@ from Code.data import SplitDataset, read_labeled_list
 from Code.DataProcess.raw_readers import read_busi
 from Code.DataProcess.splitting import split_dataset
 
-BUSI = Path(__file__).resolve().parents[2] / "shared" / "data" / "BUSI"
-pytestmark = pytest.mark.skipif(not (BUSI / "Dataset_BUSI_with_GT").is_dir(), reason=f"BUSI not found at {BUSI}")
+from helpers import BUSI_ENV, busi_root
+
+BUSI, BUSI_EXPLICIT = busi_root()
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(
+    not BUSI_EXPLICIT and not (BUSI / "Dataset_BUSI_with_GT").is_dir(),
+    reason=f"BUSI not found at {BUSI} (set {BUSI_ENV} to the folder holding Dataset_BUSI_with_GT)")]
+
+
+def test_busi_copy_is_where_the_environment_says():
+    """With HERMES_BUSI_ROOT set, a wrong path is a failure naming the variable, not a silent skip.
+
+    Checked by running with ``HERMES_BUSI_ROOT=/nonexistent``: this test fails with the message (and the module's
+    other tests error); the variable's reading itself is guarded by test_busi_reader.py's
+    ``test_busi_root_follows_the_environment``."""
+    assert (BUSI / "Dataset_BUSI_with_GT").is_dir(), f"{BUSI_ENV}={BUSI} holds no Dataset_BUSI_with_GT/"
 
 
 @pytest.fixture(scope="module")

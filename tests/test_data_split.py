@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from Code.data import read_labeled_list, read_unlabeled_list
+from Code.DataProcess import data_split
 from Code.DataProcess.split_plan import closest_reachable, fill_exactly, nested_fill
 from Code.DataProcess.splitting import split_dataset
 from Code.errors import UserError
@@ -99,31 +100,31 @@ def test_val_ratio_zero_writes_no_val_and_is_recorded(phantom_raw, tmp_path):
     assert without["counts"]["train"]["total"] == with_val["counts"]["train"]["total"] + with_val["counts"]["val"]["total"]
 
 
-def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, assert_one_line_error):
+def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, run_main, assert_one_line_error):
     args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--val-ratio", 0.25, "--seed", 0]
-    first = run_script(SCRIPT, *args, "--out", tmp_path / "a")
+    first = run_script(SCRIPT, *args, "--out", tmp_path / "a")  # the script itself, once; the rest in-process
     assert first.returncode == 0, first.stderr
     assert "train/10/labeled" in first.stdout and "malignant" in first.stdout
-    assert run_script(SCRIPT, *args, "--out", tmp_path / "b").returncode == 0
+    assert run_main(data_split.main, *args, "--out", tmp_path / "b").returncode == 0
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
     (tmp_path / "b" / "stale.txt").write_text("old")
-    assert_one_line_error(run_script(SCRIPT, *args, "--out", tmp_path / "b"), "not empty", "--force")
-    assert run_script(SCRIPT, *args, "--out", tmp_path / "b", "--force").returncode == 0
+    assert_one_line_error(run_main(data_split.main, *args, "--out", tmp_path / "b"), "not empty", "--force")
+    assert run_main(data_split.main, *args, "--out", tmp_path / "b", "--force").returncode == 0
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
-    other = run_script(SCRIPT, *args[:-1], "6", "--out", tmp_path / "c")
+    other = run_main(data_split.main, *args[:-1], "6", "--out", tmp_path / "c")
     assert other.returncode == 0 and _tree_bytes(tmp_path / "a") != _tree_bytes(tmp_path / "c")
 
 
 @pytest.mark.parametrize("argument, fragment", [(["--labels", "5"], "even"), (["--labels", "400"], "at most")])
-def test_cli_budget_errors(phantom_raw, tmp_path, run_script, assert_one_line_error, argument, fragment):
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o", *argument)
+def test_cli_budget_errors(phantom_raw, tmp_path, run_main, assert_one_line_error, argument, fragment):
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o", *argument)
     assert_one_line_error(result, fragment)
     assert not (tmp_path / "o").exists()
 
 
-def test_cli_missing_root(tmp_path, run_script, assert_one_line_error):
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", tmp_path / "nope", "--out", tmp_path / "o",
-                        "--labels", 4)
+def test_cli_missing_root(tmp_path, run_main, assert_one_line_error):
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", tmp_path / "nope", "--out", tmp_path / "o",
+                      "--labels", 4)
     assert_one_line_error(result, "--root", "nope")
 
 
@@ -154,11 +155,11 @@ def test_mask_of_another_size(phantom_raw, tmp_path):
         split_dataset("sztus", raw, tmp_path / "o", [4])
 
 
-def test_unreadable_image(phantom_raw, tmp_path, run_script, assert_one_line_error):
+def test_unreadable_image(phantom_raw, tmp_path, run_main, assert_one_line_error):
     raw = _small_raw(phantom_raw, tmp_path)
     image = _first_image(raw)
     image.write_bytes(b"not a png")
-    result = run_script(SCRIPT, "--dataset", "sztus", "--root", raw, "--out", tmp_path / "o", "--labels", 4)
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", raw, "--out", tmp_path / "o", "--labels", 4)
     assert_one_line_error(result, "cannot read image", image.name)
 
 

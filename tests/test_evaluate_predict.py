@@ -1,4 +1,5 @@
-"""evaluate.py and predict.py end to end on a tiny random model and a tiny split part (subprocesses, CPU)."""
+"""evaluate.py and predict.py end to end on a tiny random model and a tiny split part (CPU; evaluate.py once as
+a subprocess, the rest in-process through the scripts' ``main``)."""
 import csv
 import json
 import subprocess
@@ -113,9 +114,9 @@ def test_evaluate_outputs_default_out_refusal_and_ddp(checkpoints, split_part, t
             assert metrics_ddp[key] == pytest.approx(metrics[key], abs=1e-6)
 
 
-def test_evaluate_one_line_errors(checkpoints, split_part, tmp_path):
+def test_evaluate_one_line_errors(checkpoints, split_part, tmp_path, run_main):
     plain, _ = checkpoints
-    proc = run_script("evaluate.py", "--checkpoint", tmp_path / "none.pt", "--data", split_part)
+    proc = run_main(evaluate.main, "--checkpoint", tmp_path / "none.pt", "--data", split_part)
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and "checkpoint not found" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
     cases = [(["--checkpoint", str(plain), "--data", str(tmp_path)], "no labeled.txt")]
@@ -127,7 +128,7 @@ def test_evaluate_one_line_errors(checkpoints, split_part, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
-def test_predict_original_sizes_and_failures(checkpoints, tmp_path):
+def test_predict_original_sizes_and_failures(checkpoints, tmp_path, run_main):
     plain, ddp = checkpoints
     images = tmp_path / "images"
     images.mkdir()
@@ -141,8 +142,8 @@ def test_predict_original_sizes_and_failures(checkpoints, tmp_path):
     (images / "broken.png").write_bytes(b"not an image at all")
     (images / "notes.txt").write_text("ignored: not an image extension")
     out = tmp_path / "pred"
-    proc = run_script("predict.py", "--checkpoint", ddp, "--images", images, "--out", out, "--device", "cpu",
-                      "--batch-size", "3")
+    proc = run_main(predict.main, "--checkpoint", ddp, "--images", images, "--out", out, "--device", "cpu",
+                    "--batch-size", "3")  # in-process: evaluate.py above runs as a script
     assert proc.returncode == 1, proc.stderr
     errors = [l for l in proc.stderr.splitlines() if l.startswith("error: ")]
     assert len(errors) == 1 and "broken.png" in errors[0]

@@ -82,12 +82,13 @@ def test_lesions_are_hypoechoic_on_average(phantom_raw):
     assert np.mean(inside) < np.mean(around) - 5
 
 
-def test_refuses_non_empty_out_without_force(tmp_path, run_script, assert_one_line_error):
+def test_refuses_non_empty_out_without_force(tmp_path, run_script, run_main, assert_one_line_error):
+    from Code.DataProcess import make_phantom
+
     out = tmp_path / "raw"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    result = run_script("Code/DataProcess/make_phantom.py", "--out", out, "--n-benign", 2, "--n-malignant", 2,
-                        "--size", 32)
+    result = run_main(make_phantom.main, "--out", out, "--n-benign", 2, "--n-malignant", 2, "--size", 32)
     assert_one_line_error(result, "not empty", "--force")
     result = run_script("Code/DataProcess/make_phantom.py", "--out", out, "--n-benign", 2, "--n-malignant", 2,
                         "--size", 32, "--force")

@@ -13,13 +13,13 @@ KEYS = ("dice", "dice_global", "iou", "accuracy", "balanced_accuracy", "sensitiv
 report = load_script("report")
 
 
-def make_run(parent, method, labels, seed, task, rows, select="best", finished=True, val=True):
+def make_run(parent, method, labels, seed, task, rows, select="best", finished=True, val=True, train=None, name=None):
     """A run folder; ``rows``: list of (step, {test metric: value}[, {val metric: value}]) — unspecified metrics
     are 0.5; val metrics default to the test ones; ``val=False`` writes no val columns (a split without val/)."""
-    run = parent / f"{method}_n{labels}_s{seed}"
+    run = parent / (name or f"{method}_n{labels}_s{seed}")
     run.mkdir(parents=True)
     config = {"seed": seed, "method": method, "task": task, "data": {"split": None, "labels": labels},
-              "eval": {"select": select}}
+              "eval": {"select": select}, "train": train or {"iters": 200}, "device": "auto"}
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with (run / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -69,7 +69,7 @@ def test_best_selection_tables(runs, capsys):
     # test Dice at the val-best rows: .70, .65, .85 → mean 73.33, sample std sqrt((3.33² + 8.33² + 11.67²)/2) = 10.41
     # (ranked by test it would be .80, .65, .90 → 78.33)
     assert dice[2] == ["supervised", "n/a", "73.33 ± 10.41"]
-    assert dice[3] == ["hermes", "92.00 ± 1.41 (n=2)", "88.00 ± 0.00 (n=1)"]
+    assert dice[3] == ["hermes", "92.00 ± 1.41 (n=2)", "88.00 (n = 1)"]
     assert dice[4][0] == "mean_teacher"  # unknown methods after the paper's order
     assert "fixmatch" not in text  # unfinished run skipped
     acc = _table(text, "Accuracy (%)")
@@ -92,7 +92,7 @@ def test_runs_without_val_fall_back_to_final_and_say_so(tmp_path, capsys):
     make_run(tmp_path, "hermes", 20, 0, "seg", [(1, {"dice": .9}), (2, {"dice": .7})], val=False)
     assert report.main([str(tmp_path)]) == 0
     text = capsys.readouterr().out
-    assert _table(text, "Dice (%)")[2] == ["hermes", "70.00 ± 0.00 (n=1)"]
+    assert _table(text, "Dice (%)")[2] == ["hermes", "70.00 (n = 1)"]
     assert "final (no val)" in text and "n/a (no val)" in text
 
 
@@ -105,14 +105,14 @@ def test_final_selection_override_and_plot(runs, capsys, tmp_path):
     assert "evaluation per run: final" in text
     assert plot.is_file() and plot.stat().st_size > 1000
     assert report.main([str(runs / "seg"), "--include-incomplete", "--out", str(tmp_path / "r2")]) == 0
-    assert _table(capsys.readouterr().out, "Dice (%)")[3] == ["fixmatch", "n/a", "99.00 ± 0.00 (n=1)"]
+    assert _table(capsys.readouterr().out, "Dice (%)")[3] == ["fixmatch", "n/a", "99.00 (n = 1)"]
 
 
 def test_config_select_per_run_and_single_run_folder(tmp_path, capsys):
     run = make_run(tmp_path, "hermes", 20, 0, "seg", [(1, {"dice": .9}), (2, {"dice": .7})], select="final")
     assert report.main([str(run)]) == 0  # a run folder itself; the report goes to its parent
     text = capsys.readouterr().out
-    assert _table(text, "Dice (%)")[2] == ["hermes", "70.00 ± 0.00 (n=1)"]
+    assert _table(text, "Dice (%)")[2] == ["hermes", "70.00 (n = 1)"]
     assert (tmp_path / "report.md").is_file()
 
 
@@ -121,3 +121,17 @@ def test_errors(tmp_path):
         report.main([str(tmp_path)])
     with pytest.raises(report.UserError, match="not a run folder"):
         report.main([str(tmp_path / "missing")])
+
+
+def test_runs_with_different_configs_are_not_pooled_as_seeds(tmp_path, capsys):
+    """Defect 11. Mutation checked: without split_config_variants the three runs pool into one row
+    '80.00 ± 10.00' (n = 3), although one of them trained twice as long."""
+    d = lambda v: {"dice": v}  # noqa: E731
+    make_run(tmp_path, "hermes", 72, 0, "seg", [(100, d(.70))])
+    make_run(tmp_path, "hermes", 72, 1, "seg", [(100, d(.80))], train={"iters": 200}, name="h_s1")
+    make_run(tmp_path, "hermes", 72, 0, "seg", [(100, d(.90))], train={"iters": 400}, name="h_long")
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "r")]) == 0
+    captured = capsys.readouterr()
+    dice = _table(captured.out, "Dice (%)")
+    assert dice[2:] == [["hermes (train.iters=200)", "75.00 ± 7.07"], ["hermes (train.iters=400)", "90.00 (n = 1)"]]
+    assert "different configs (differ in: train.iters)" in captured.err

@@ -29,19 +29,35 @@ if args[args.index("--method") + 1] == "fixmatch":
 def grid(tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text("train:\n  iters: 2\n")
-    out = tmp_path / "runs"
-    (out / "supervised_n8_s0").mkdir(parents=True)
-    (out / "supervised_n8_s0" / "final_metrics.json").write_text("{}")
-    (out / "hermes_n8_s1" / "checkpoints").mkdir(parents=True)  # interrupted run
-    return config, out
+    return config, tmp_path / "runs"
+
+
+def saved_run(argv, method, labels, seed, finished, **changes):
+    """A run folder as the entry leaves it: the config.yaml the grid's command resolves (with ``changes``, dotted
+    keys), plus final_metrics.json when ``finished``."""
+    import yaml
+
+    args = run_experiments.parse_args(argv)
+    folder = run_experiments.run_dir(Path(args.out), method, labels, seed)
+    config = run_experiments.wanted_config(args, run_experiments.build_command(args, method, labels, seed, folder,
+                                                                               False))
+    for key, value in changes.items():
+        section, name = key.split("__")
+        config[section][name] = value
+    (folder / "checkpoints").mkdir(parents=True)
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    if finished:
+        (folder / "final_metrics.json").write_text("{}")
+    return folder
 
 
 def test_dry_run_lists_grid_and_skips_finished(grid):
     config, out = grid
-    cmd = [sys.executable, str(SCRIPT), "--config", str(config), "--methods", "supervised", "hermes",
-           "--labels", "8", "--seeds", "0", "1", "--out", str(out), "--iters", "5", "--set", "eval.every=2",
-           "log.every=1", "--set", "train.amp=false",
-           "--dry-run"]
+    argv = ["--config", str(config), "--methods", "supervised", "hermes", "--labels", "8", "--seeds", "0", "1",
+            "--out", str(out), "--iters", "5", "--set", "eval.every=2", "log.every=1", "--set", "train.amp=false"]
+    saved_run(argv, "supervised", 8, 0, finished=True)
+    saved_run(argv, "hermes", 8, 1, finished=False)  # interrupted
+    cmd = [sys.executable, str(SCRIPT), *argv, "--dry-run"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert proc.returncode == 0, proc.stderr
     lines = [l for l in proc.stdout.splitlines() if l.startswith("[")]
@@ -56,12 +72,11 @@ def test_dry_run_lists_grid_and_skips_finished(grid):
     assert not (out / "supervised_n8_s1").exists()  # nothing was run
 
 
-def test_bad_arguments_are_one_line_errors(grid, tmp_path):
+def test_bad_arguments_are_one_line_errors(grid, tmp_path, run_main):
     config, out = grid
     for extra in (["--methods", "mixmatch"], ["--config", str(tmp_path / "missing.yaml")]):
         args = ["--config", str(config), "--labels", "8", "--out", str(out), *extra]
-        proc = subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, cwd=ROOT,
-                              timeout=60)
+        proc = run_main(run_experiments.main, *args)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and len(proc.stderr.splitlines()) == 1
 
 
@@ -70,8 +85,11 @@ def test_runs_sequentially_and_reports_failures(grid, tmp_path, monkeypatch, cap
     entry = tmp_path / "fake_train.py"
     entry.write_text(FAKE_ENTRY)
     monkeypatch.setitem(run_experiments.ENTRIES, "seg", entry)
-    code = run_experiments.main(["--config", str(config), "--methods", "supervised", "fixmatch", "hermes",
-                                 "--labels", "8", "--seeds", "0", "1", "--out", str(out)])
+    argv = ["--config", str(config), "--methods", "supervised", "fixmatch", "hermes", "--labels", "8", "--seeds",
+            "0", "1", "--out", str(out)]
+    saved_run(argv, "supervised", 8, 0, finished=True)
+    saved_run(argv, "hermes", 8, 1, finished=False)
+    code = run_experiments.main(argv)
     text = capsys.readouterr().out
     assert code == 1  # fixmatch fails, the rest still ran
     assert text.count("FAILED") == 2 and "1 already finished, 3 ran, 2 failed" in text
@@ -80,3 +98,24 @@ def test_runs_sequentially_and_reports_failures(grid, tmp_path, monkeypatch, cap
     assert "--resume" in (out / "hermes_n8_s1" / "argv.json").read_text()
     assert "--resume" not in (out / "hermes_n8_s0" / "argv.json").read_text()
     assert not (out / "supervised_n8_s0" / "argv.json").exists()  # finished run skipped
+
+
+def test_finished_runs_with_another_config_are_not_skipped(grid, tmp_path, monkeypatch, capsys):
+    """Defect 4. Mutation checked: with run_state looking only at final_metrics.json, both changed runs are
+    'skip (finished)' and the report would show their stale results."""
+    config, out = grid
+    entry = tmp_path / "fake_train.py"
+    entry.write_text(FAKE_ENTRY)
+    monkeypatch.setitem(run_experiments.ENTRIES, "seg", entry)
+    argv = ["--config", str(config), "--methods", "supervised", "--labels", "8", "--seeds", "0", "1", "2",
+            "--out", str(out), "--set", "loss.cls=0.5"]
+    saved_run(argv, "supervised", 8, 0, finished=True)                   # same config: skipped
+    saved_run(argv, "supervised", 8, 1, finished=True, train__iters=1)   # shorter: extended by the entry
+    saved_run(argv, "supervised", 8, 2, finished=True, loss__cls=1.0)    # other --set: not run
+    code = run_experiments.main(argv)
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[")]
+    assert code == 1
+    assert "supervised_n8_s0: skip (finished)" in lines[0]
+    assert "supervised_n8_s1: extend:" in lines[1] and "--resume" not in lines[1]
+    assert "supervised_n8_s2: NOT RUN" in lines[3] and "differs in: loss.cls" in lines[3]
+    assert (out / "supervised_n8_s1" / "argv.json").is_file() and not (out / "supervised_n8_s2" / "argv.json").exists()

@@ -14,7 +14,7 @@ from Code.engine.evaluation import METRIC_KEYS
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 UNLABELED_TERMS = ("seg_unsup", "cls_unsup", "pixel_contrast", "image_contrast", "consistency")
 
 
@@ -33,6 +33,17 @@ def train(script, split, out, *extra, check=True):
     return proc
 
 
+def train_in_process(run_main, script, split, out, *extra, check=True):
+    """``train`` without a new interpreter: the entry script's ``main`` through ``run_cli``, as its ``__main__``."""
+    from Code.engine.cli import main
+
+    entry = lambda argv: main(argv, task="seg" if script == "seg_train.py" else "cls")  # noqa: E731
+    proc = run_main(entry, "--config", SMOKE, "--data", split, "--labels", "4", "--out", out, *extra)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 def scalar_tags(run):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -46,6 +57,7 @@ def read_metrics(run):
         return list(csv.reader(handle))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["seg_train.py", "cls_train.py"])
 def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
     run = tmp_path / "run"
@@ -72,21 +84,23 @@ def test_smoke_run_writes_everything(script, tiny_split, tmp_path):
     assert {"images/input", "images/pseudo", "images/keep", "images/entropy", "images/prediction"} <= images
 
 
-def test_supervised_logs_no_unlabeled_terms(tiny_split, tmp_path):
+@pytest.mark.slow
+def test_supervised_logs_no_unlabeled_terms(tiny_split, tmp_path, run_main):
     run = tmp_path / "sup"
-    train("seg_train.py", tiny_split, run, "--method", "supervised")
+    train_in_process(run_main, "seg_train.py", tiny_split, run, "--method", "supervised")
     scalars, _ = scalar_tags(run)
     assert "loss/seg_sup" in scalars and "loss/cls_sup" in scalars
     assert not [t for t in scalars if any(term in t for term in UNLABELED_TERMS) or t.startswith("ssl/")]
 
 
-def test_resume_gives_the_same_weights_and_metrics(tiny_split, tmp_path):
+@pytest.mark.slow
+def test_resume_gives_the_same_weights_and_metrics(tiny_split, tmp_path, run_main):
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    train("seg_train.py", tiny_split, whole)
-    stopped = train("seg_train.py", tiny_split, parts, "--stop-after", "2")
+    train_in_process(run_main, "seg_train.py", tiny_split, whole)
+    stopped = train_in_process(run_main, "seg_train.py", tiny_split, parts, "--stop-after", "2")
     assert "stopped at step 2" in stopped.stdout
     assert torch.load(parts / "checkpoints" / "latest.pt", weights_only=False)["step"] == 2
-    resumed = train("seg_train.py", tiny_split, parts, "--resume", "auto")
+    resumed = train_in_process(run_main, "seg_train.py", tiny_split, parts, "--resume", "auto")
     assert "resuming" in resumed.stderr and "from step 2" in resumed.stderr
     a = torch.load(whole / "checkpoints" / "latest.pt", weights_only=False)
     b = torch.load(parts / "checkpoints" / "latest.pt", weights_only=False)
@@ -98,38 +112,41 @@ def test_resume_gives_the_same_weights_and_metrics(tiny_split, tmp_path):
     assert read_metrics(whole) == read_metrics(parts)
 
 
-def test_same_folder_same_config_resumes_automatically_and_other_config_is_refused(tiny_split, tmp_path):
+@pytest.mark.slow
+def test_same_folder_same_config_resumes_automatically_and_other_config_is_refused(tiny_split, tmp_path, run_main):
     run = tmp_path / "run"
-    train("seg_train.py", tiny_split, run, "--stop-after", "3")
+    train_in_process(run_main, "seg_train.py", tiny_split, run, "--stop-after", "3")
     config_before = (run / "config.yaml").read_text()
-    refused = train("seg_train.py", tiny_split, run, "--set", "loss.cls=2.0", check=False)
+    refused = train_in_process(run_main, "seg_train.py", tiny_split, run, "--set", "loss.cls=2.0", check=False)
     assert refused.returncode == 2 and "different config" in refused.stderr and "loss.cls" in refused.stderr
     assert "Traceback" not in refused.stderr and (run / "config.yaml").read_text() == config_before
-    again = train("seg_train.py", tiny_split, run)
+    again = train_in_process(run_main, "seg_train.py", tiny_split, run)
     assert "from step 3" in again.stderr
-    forced = train("seg_train.py", tiny_split, run, "--force", "--iters", "3")
+    forced = train_in_process(run_main, "seg_train.py", tiny_split, run, "--force", "--iters", "3")
     assert "resuming" not in forced.stderr and [r[0] for r in read_metrics(run)[1:]] == ["3"]
 
 
-def test_errors_are_one_line(tiny_split, tmp_path, assert_one_line_error):
-    _one_line_error = assert_one_line_error
-    _one_line_error(train("seg_train.py", tmp_path / "missing", tmp_path / "r1", check=False), "not found")
-    _one_line_error(train("seg_train.py", tiny_split, tmp_path / "r2", "--set", "train.nope=1", check=False),
-                    "train.nope")
-    _one_line_error(train("seg_train.py", tiny_split, tmp_path / "r3", "--set", "train.iters=x", check=False),
-                    "train.iters")
+def test_errors_are_one_line(tiny_split, tmp_path, run_main, assert_one_line_error):
+    """The entry scripts' error paths, in-process (``run_cli`` around ``cli.main``, as the scripts' ``__main__``)."""
+    def train_error(task, split, out, *extra):
+        script = "seg_train.py" if task == "seg" else "cls_train.py"
+        return train_in_process(run_main, script, split, out, *extra, check=False)
+
+    assert_one_line_error(train_error("seg", tmp_path / "missing", tmp_path / "r1"), "not found")
+    assert_one_line_error(train_error("seg", tiny_split, tmp_path / "r2", "--set", "train.nope=1"), "train.nope")
+    assert_one_line_error(train_error("seg", tiny_split, tmp_path / "r3", "--set", "train.iters=x"), "train.iters")
     if not torch.cuda.is_available():
-        _one_line_error(train("cls_train.py", tiny_split, tmp_path / "r4", "--device", "cuda", check=False), "CUDA")
+        assert_one_line_error(train_error("cls", tiny_split, tmp_path / "r4", "--device", "cuda"), "CUDA")
     broken = tmp_path / "broken"
     shutil.copytree(tiny_split, broken)
     (broken / "train" / "4" / "labeled" / "labeled.txt").write_text("")
-    _one_line_error(train("seg_train.py", broken, tmp_path / "r5", check=False), "labeled.txt")
+    assert_one_line_error(train_error("seg", broken, tmp_path / "r5"), "labeled.txt")
     (broken / "test" / "labeled.txt").unlink()
-    _one_line_error(train("seg_train.py", broken, tmp_path / "r6", check=False), "test")
+    assert_one_line_error(train_error("seg", broken, tmp_path / "r6"), "test")
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
-    _one_line_error(train("seg_train.py", tiny_split, foreign, check=False), "not a Hermes run")
+    assert_one_line_error(train_error("seg", tiny_split, foreign), "not a Hermes run")
     assert (foreign / "notes.txt").read_text() == "mine"
 
 
@@ -148,6 +165,7 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(tiny_split, tmp_path):
     assert torch.load(tmp_path / "run" / "checkpoints" / "latest.pt", weights_only=False)["step"] == 3
 
 
+@pytest.mark.slow
 def test_torchrun_two_processes(tiny_split, tmp_path):
     run = tmp_path / "ddp"
     torchrun = Path(sys.executable).with_name("torchrun")

@@ -1,7 +1,8 @@
 """Split a raw ultrasound data set into test / labeled / unlabeled parts (layout of DESIGN §5).
 
-    python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...]
+    python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...|all]
         [--seed 0] [--test-ratio 0.3] [--val-ratio 0.1] [--group-regex REGEX] [--include-normal] [--csv FILE] [--force]
+        [--extra-unlabeled DIR_OR_CSV ...]
 
 Per class, ~test-ratio of the images (whole groups) go to test/ and ~val-ratio to val/ (where checkpoints are
 chosen; carved from train before any budget is drawn; 0 = no val/); for each budget N, N/2 labeled images per class
@@ -9,6 +10,8 @@ chosen; carved from train before any budget is drawn; 0 = no val/); for each bud
 Groups: sztus = case id (``L1-0001`` of ``L1-0001-2.png``), busi = each image, csv = the ``group`` column;
 ``--group-regex`` overrides (first capture group of the file stem). ``--include-normal`` (busi) adds the normal
 images as class 0 with empty masks. The rule and the file renaming are described in splitting.py/split_plan.py.
+``--labels all`` labels every train image (one budget, N = their number). CSV rows with empty mask and label and
+``--extra-unlabeled`` images join every budget's unlabeled pool only (unlabeled_pool.py).
 """
 from __future__ import annotations
 
@@ -23,13 +26,23 @@ from Code.DataProcess.splitting import format_summary, split_dataset  # noqa: E4
 from Code.errors import UserError, run_cli  # noqa: E402
 
 
+def budget(text: str):
+    """A ``--labels`` value: ``all`` or an integer."""
+    if text == "all":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number or 'all'") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=("sztus", "busi", "csv"))
     parser.add_argument("--root", required=True, help="raw data folder (csv: paths in the CSV are relative to it)")
     parser.add_argument("--out", required=True, help="output split folder")
-    parser.add_argument("--labels", required=True, type=int, nargs="+", metavar="N",
-                        help="label budgets (even): N/2 labeled images per class")
+    parser.add_argument("--labels", required=True, type=budget, nargs="+", metavar="N",
+                        help="label budgets (even): N/2 labeled images per class; 'all': every labeled train image")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--test-ratio", type=float, default=0.3)
     parser.add_argument("--val-ratio", type=float, default=0.1,
@@ -38,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--include-normal", action="store_true", help="busi: add normal images as class 0")
     parser.add_argument("--csv", default=None, help="csv: the list file (columns image, mask, label[, group])")
     parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--extra-unlabeled", action="append", default=[], metavar="DIR_OR_CSV",
+                        help="more unlabeled images for every budget's unlabeled pool: a folder or a CSV with an "
+                             "'image' column (repeatable)")
     return parser
 
 
@@ -49,7 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("--include-normal applies to --dataset busi only")
     record = split_dataset(args.dataset, args.root, args.out, args.labels, seed=args.seed,
                            test_ratio=args.test_ratio, val_ratio=args.val_ratio, group_regex=args.group_regex,
-                           include_normal=args.include_normal, csv_file=args.csv, force=args.force)
+                           include_normal=args.include_normal, csv_file=args.csv, force=args.force,
+                           extra_unlabeled=args.extra_unlabeled)
     print(format_summary(record))
     print(f"split written to {args.out} (seed {args.seed}; sources in {Path(args.out) / 'split.json'})")
     return 0

@@ -8,7 +8,8 @@
   Each image is its own group (BUSI has no patient ids). ``normal`` (empty masks, no lesion) is read only when
   asked for and gets class 0: the classifier separates malignant from not malignant.
 - ``csv``: columns ``image,mask,label[,group]``, paths relative to ``--root``; label 0/1 or benign/malignant;
-  several masks of one image may be joined with ``;`` (merged with OR).
+  several masks of one image may be joined with ``;`` (merged with OR). A row with empty ``mask`` and ``label`` is
+  an unlabeled-only image, read by :mod:`Code.DataProcess.unlabeled_pool`, not here.
 
 A ``--group-regex`` overrides the group: its first capture group (or the whole match) of the file stem; a stem
 it does not match is an error, so that a typo cannot silently turn off group-aware splitting.
@@ -131,6 +132,8 @@ def read_csv(root, csv_file, group_regex: Optional[str] = None) -> List[RawItem]
     items = []
     for number, row in enumerate(rows, start=2):
         where = f"{csv_path} line {number}"
+        if not row["mask"] and not row["label"]:
+            continue  # an unlabeled-only image: read by unlabeled_pool.read_csv_unlabeled
         label, cls = _csv_label(row["label"], where)
         image = root / row["image"]
         if not image.is_file():

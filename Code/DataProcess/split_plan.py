@@ -11,6 +11,7 @@ Rule (per class c, independently; a group is a case, all of whose frames stay to
    labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets);
    should whole groups make that impossible, the sets are chosen largest first instead, each an exact fill inside
    the next larger one (:func:`nested_fill`). Error if neither gives exactly Nₖ/2 images for every k.
+   ``all`` (``--labels all``) adds the budget N = number of train images, labeling every one of them.
 :func:`fill_exactly` walks groups in order and takes a group when the rest of the target can still be met exactly
 by later groups (a subset-sum look-ahead), else skips it: exact whenever any choice of whole groups is.
 Output file names are the source names with whitespace and other unsafe characters replaced by ``_``
@@ -173,7 +174,9 @@ def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, t
     if not 0.0 <= val_ratio < 1.0 or test_ratio + val_ratio >= 1.0:
         raise UserError(f"--val-ratio {val_ratio} must be at least 0 and leave a train part "
                         f"(--test-ratio + --val-ratio < 1)")
-    budgets = check_budgets(labels)
+    take_all = "all" in labels  # --labels all: every labeled train image, whatever the class balance
+    labels = [n for n in labels if n != "all"]
+    budgets = check_budgets(labels) if labels or not take_all else []
     _check_groups(items)
     plan = SplitPlan([], [], {n: [] for n in budgets})
     for label in (0, 1):
@@ -184,6 +187,8 @@ def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, t
         plan.train += train
         for n in budgets:
             plan.labeled[n] += labeled[n]
+    if take_all:
+        plan.labeled[len(plan.train)] = list(plan.train)
     return plan
 
 

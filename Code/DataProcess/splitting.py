@@ -23,6 +23,7 @@ from Code.data.image_io import binarize_mask, load_gray
 from Code.data.lists import write_labeled_list, write_unlabeled_list
 from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
+from Code.DataProcess.unlabeled_pool import UnlabeledPool, read_csv_unlabeled, read_extra
 from Code.errors import UserError
 from Code.outputs import prepare_output_folder
 
@@ -39,11 +40,35 @@ def merged_mask_png(item: RawItem) -> bytes:
         if mask.shape[:2] != image.shape[:2]:
             raise UserError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {item.image} is "
                             f"{image.shape[1]}x{image.shape[0]}")
-        merged |= binarize_mask(mask)
+        merged |= binarize_mask(mask, f"mask {mask_path}")
     ok, encoded = cv2.imencode(".png", merged * np.uint8(255))
     if not ok:
         raise UserError(f"cannot encode the mask of {item.image}")
     return encoded.tobytes()
+
+
+def empty_mask_counts(items: Sequence[RawItem], masks: Sequence[bytes]) -> Dict[str, Dict[str, int]]:
+    """Per class: how many of its images have an empty (all-background) merged mask, and how many it has."""
+    counts = {name: {"empty": 0, "total": 0} for name in CLASS_NAMES}
+    for item, png in zip(items, masks):
+        entry = counts[CLASS_NAMES[item.label]]
+        entry["total"] += 1
+        entry["empty"] += int(not cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_GRAYSCALE).any())
+    return counts
+
+
+def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, extra: Sequence[str]
+                 ) -> UnlabeledPool:
+    """The unlabeled-only images (CSV rows without mask and label when ``csv_root``, then each ``extra``)."""
+    candidates = read_csv_unlabeled(csv_root, csv_file) if csv_root is not None else []
+    for source in extra:
+        candidates += read_extra(source)
+    held_out = {i: "test" for i in plan.test}
+    held_out.update({i: "val" for i in getattr(plan, "val", [])})
+
+    def names_for(pool):
+        return [n + p.image.suffix.lower() for n, p in zip(assign_names([*items, *pool])[len(items):], pool)]
+    return UnlabeledPool.collect(items, held_out, candidates, names_for)
 
 
 def _prepare_out(out: Path, root: Path, force: bool) -> None:
@@ -111,13 +136,15 @@ def _parts(plan: SplitPlan) -> Dict[str, List[int]]:
 
 def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
                   group_regex: Optional[str] = None, include_normal: bool = False, csv_file=None,
-                  force: bool = False, val_ratio: float = 0.0) -> dict:
-    """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content.
-    Everything is validated before `out` is touched; UserError on any bad input."""
+                  force: bool = False, extra_unlabeled: Sequence[str] = (), val_ratio: float = 0.0) -> dict:
+    """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content. ``labels`` may hold
+    ``"all"``; unlabeled-only images (CSV rows without mask and label, ``extra_unlabeled``) join every unlabeled pool
+    (see unlabeled_pool.py). Everything is validated before `out` is touched; UserError on any bad input."""
     items = read_raw(dataset, root, group_regex, include_normal, csv_file)
     masks = [merged_mask_png(item) for item in items]
     plan = plan_split(items, labels, seed, test_ratio, val_ratio)
     names = assign_names(items)
+    pool = collect_pool(items, plan, root if dataset == "csv" else None, csv_file, extra_unlabeled)
     out = Path(out)
     _prepare_out(out, Path(root), force)
     writer = _Writer(items, names, masks)
@@ -128,6 +155,7 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
         chosen = set(labeled)
         writer.labeled_part(out / "train" / str(n) / "labeled", labeled)
         writer.unlabeled_part(out / "train" / str(n) / "unlabeled", [i for i in plan.train if i not in chosen])
+    pool.write(out, sorted(plan.labeled))
     root_path = Path(root)
     part_of = {i: "test" for i in plan.test}
     part_of.update({i: "val" for i in plan.val})
@@ -139,6 +167,7 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
                       "test_ratio": test_ratio, "val_ratio": val_ratio, "group_regex": group_regex, "include_normal": include_normal,
                       "csv": None if csv_file is None else str(csv_file)},
         "classes": {str(label): name for label, name in enumerate(CLASS_NAMES)},
+        "empty_masks": empty_mask_counts(items, masks),
         "counts": {part: _counts(items, idx) for part, idx in _parts(plan).items()},
         "files": {writer.image_names[i]: {
             "source": items[i].image.relative_to(root_path).as_posix(),
@@ -147,6 +176,8 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
             "group": items[i].group, "part": part_of[i]} for i in sorted(range(len(items)),
                                                                        key=lambda k: writer.image_names[k])},
     }
+    record["arguments"]["extra_unlabeled"] = [str(e) for e in extra_unlabeled]
+    pool.annotate(record)
     (out / "split.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
 
@@ -159,4 +190,12 @@ def format_summary(record: dict) -> str:
         rows.append(f"{part:<24}{counts['benign']:>8}{counts['malignant']:>11}{counts['total']:>8}"
                     f"{counts['groups']:>8}" + (f"   ({counts['normal']} normal in class 0)" if "normal" in counts
                                                  else ""))
+    if "empty_masks" in record:
+        shares = [f"{name} {c['empty']} of {c['total']} ({100.0 * c['empty'] / max(1, c['total']):.1f} %)"
+                  for name, c in record["empty_masks"].items()]
+        rows.append("empty masks (no lesion pixel): " + ", ".join(shares))
+    if record.get("unlabeled_sources"):
+        rows.append("unlabeled-only images in every unlabeled pool: " + ", ".join(
+            f"{count} from {origin}" for origin, count in record["unlabeled_sources"].items()))
+    rows.extend(f"note: {note}" for note in record.get("unlabeled_notes", []))
     return "\n".join(rows)

@@ -77,9 +77,8 @@ class SplitDataset(Dataset):
 
     def _truth_of(self, names):
         entries = {image: (mask, label) for image, mask, label in read_labeled_list(self.part_dir / "truth.txt")}
-        missing = [n for n in names if n not in entries]
-        if missing:
-            raise UserError(f"{self.part_dir / 'truth.txt'} has no entry for {missing[0]}")
+        if any(n not in entries for n in names):  # unlabeled-only images (no truth): no diagnostics
+            return [], []
         return [entries[n][0] for n in names], [entries[n][1] for n in names]
 
     def _check_files(self) -> None:

@@ -41,21 +41,38 @@ def load_gray(path) -> np.ndarray:
     (np.fromfile + cv2.imdecode, so that names with spaces or non-ASCII characters work everywhere.)"""
     if not Path(path).is_file():
         raise UserError(f"image not found: {path}")
-    image = cv2.imdecode(_read_bytes(path), cv2.IMREAD_GRAYSCALE)
+    data = _read_bytes(path)
+    if data.size == 0:
+        raise UserError(f"cannot read image {path}: the file is empty (0 bytes)")
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+    except cv2.error as exc:
+        raise UserError(f"cannot read image {path} ({str(exc).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
         raise UserError(f"cannot read image {path} (not an image OpenCV can decode)")
     return image
 
 
-def binarize_mask(mask: np.ndarray) -> np.ndarray:
-    """{0, 1} uint8 mask: pixels > 127 when the mask uses 0/255 (max > 1), else pixels > 0 (0/1 masks)."""
-    threshold = 127 if int(mask.max(initial=0)) > 1 else 0
-    return (mask > threshold).astype(np.uint8)
+def binarize_mask(mask: np.ndarray, source: str = "mask") -> np.ndarray:
+    """{0, 1} uint8 lesion mask (H, W) from a mask image:
+
+    - at most two values (0/1, 0/255, 0/100, a 0/1/2 label map stored as 0/2, …): lesion = non-zero;
+    - more values reaching above 127 (anti-aliased or JPEG-compressed 0/255 masks): lesion = pixel > 127;
+    - more values, all ≤ 127 (e.g. a 0/1/2 label map): ambiguous, a UserError naming ``source`` and the values.
+    """
+    values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)) if mask.dtype == np.uint8 else np.unique(mask)
+    if len(values) <= 2:
+        return (mask > 0).astype(np.uint8)
+    if values[-1] > 127:
+        return (mask > 127).astype(np.uint8)
+    shown = ", ".join(str(int(v)) for v in values[:6]) + (", …" if len(values) > 6 else "")
+    raise UserError(f"{source}: ambiguous mask with values {shown}; store the lesion as 255 (or any single non-zero "
+                    "value) and the background as 0")
 
 
 def load_mask(path) -> np.ndarray:
     """Decode a mask file as {0, 1} uint8 (H, W) (see :func:`binarize_mask`)."""
-    return binarize_mask(load_gray(path))
+    return binarize_mask(load_gray(path), str(path))
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

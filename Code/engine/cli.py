@@ -1,23 +1,21 @@
 """Command line of the two entry scripts: parse, resolve the config, prepare the run folder, train, report.
 
-Run-folder rules: a new or empty ``--out`` starts a run; an ``--out`` that holds a run with the same config resumes
-it from ``checkpoints/latest.pt`` (UniMatch-style automatic resume); a different config is refused unless
-``--resume`` (continue with the saved config) or ``--force`` (delete and start over); a non-empty folder that is
-not a Hermes run is refused unless ``--force``.
+Run-folder rules (new, same config, other config, not a run × plain, ``--resume``, ``--force``) are those of
+:mod:`Code.engine.run_folder`; SIGINT / SIGTERM save ``latest.pt`` and print how to continue.
 """
 from __future__ import annotations
 
 import argparse
-import shutil
+import signal
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
-import yaml
 
-from Code.engine.config import CONFIG_DIR, METHODS, dump_config, load_config, parse_set_option
+from Code.engine.config import CONFIG_DIR, METHODS, load_config, parse_set_option
 from Code.engine.distributed import broadcast_object, barrier, cleanup_distributed, init_distributed
+from Code.engine.run_folder import flat_keys, prepare_run_dir
 from Code.errors import UserError
 
 ENTRY_DEFAULTS = {
@@ -48,9 +46,8 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     return parser
 
 
-def resolve_config(args: argparse.Namespace, task: str) -> Dict[str, Any]:
-    """Base ← entry defaults ← config file ← flags ← ``--set``."""
-    path = args.config or (None if args.data else str(CONFIG_DIR / "phantom.yaml"))
+def flag_overrides(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The config overrides given on the command line: the flags, then each ``--set`` item."""
     flags: Dict[str, Any] = {}
     for key, value in (("seed", args.seed), ("device", args.device), ("method", args.method)):
         if value is not None:
@@ -60,8 +57,18 @@ def resolve_config(args: argparse.Namespace, task: str) -> Dict[str, Any]:
         flags["data"] = data
     if args.iters is not None:
         flags["train"] = {"iters": args.iters}
-    overrides = [flags] + [parse_set_option(item) for item in args.set]
-    config = load_config(path, overrides=overrides, defaults=ENTRY_DEFAULTS[task])
+    return [flags] + [parse_set_option(item) for item in args.set]
+
+
+def explicit_keys(args: argparse.Namespace) -> set:
+    """Dotted keys the user chose (flags, ``--set``; ``"*"`` for all when ``--config`` names a file)."""
+    return flat_keys(flag_overrides(args)) | ({"*"} if args.config else set())
+
+
+def resolve_config(args: argparse.Namespace, task: str) -> Dict[str, Any]:
+    """Base ← entry defaults ← config file ← flags ← ``--set``."""
+    path = args.config or (None if args.data else str(CONFIG_DIR / "phantom.yaml"))
+    config = load_config(path, overrides=flag_overrides(args), defaults=ENTRY_DEFAULTS[task])
     config["task"] = task
     return config
 
@@ -71,53 +78,6 @@ def default_run_dir(config: Dict[str, Any]) -> Path:
     name = Path(split).name if split else "phantom"
     labels = config["data"]["labels"] if config["data"]["labels"] is not None else "default"
     return Path("runs") / f"{config['task']}_{config['method']}_{name}_n{labels}_s{config['seed']}"
-
-
-def _differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    keys = sorted(set(a) | set(b))
-    out = []
-    for key in keys:
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out.extend(_differences(va, vb, f"{prefix}{key}."))
-        elif va != vb:
-            out.append(f"{prefix}{key}")
-    return out
-
-
-def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool
-                    ) -> Tuple[Dict[str, Any], Optional[Path]]:
-    """Apply the run-folder rules; return ``(config to use, checkpoint to resume from or None)``."""
-    config_file = run_dir / "config.yaml"
-    if force and run_dir.exists():
-        shutil.rmtree(run_dir)
-    checkpoint: Optional[Path] = None
-    if resume and resume != "auto":
-        checkpoint = Path(resume)
-        if not checkpoint.is_file():
-            raise UserError(f"--resume: checkpoint not found: {checkpoint}")
-    elif run_dir.exists() and any(run_dir.iterdir()):
-        if not config_file.is_file():
-            raise UserError(f"{run_dir} exists and is not a Hermes run folder; choose another --out or add --force")
-        saved = yaml.safe_load(config_file.read_text())
-        diff = _differences(saved, config)
-        if diff and not resume:
-            raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(diff[:6])}); "
-                            "add --resume auto to continue it with its saved config, or --force to start over")
-        if diff:
-            print(f"note: continuing with the saved config of {run_dir}; ignored: {', '.join(diff[:6])}",
-                  file=sys.stderr)
-        config = saved
-        latest = run_dir / "checkpoints" / "latest.pt"
-        checkpoint = latest if latest.is_file() else None
-        if checkpoint is None:  # a run that died before its first checkpoint: start it again cleanly
-            for stale in (run_dir / "metrics.csv", run_dir / "tensorboard"):
-                shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-    if checkpoint is not None and checkpoint != run_dir / "checkpoints" / "latest.pt":
-        config = torch.load(checkpoint, map_location="cpu", weights_only=False)["config"]
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(dump_config(config))
-    return config, checkpoint
 
 
 def select_device(config: Dict[str, Any], local_rank: int) -> torch.device:
@@ -141,37 +101,58 @@ def main(argv: Optional[Sequence[str]], task: str) -> int:
         prepared: Any = None
         if dist.is_main:
             try:
-                prepared = prepare_run_dir(run_dir, config, args.resume, args.force)
+                prepared = prepare_run_dir(run_dir, config, args.resume, args.force, explicit_keys(args))
                 from Code.engine.data import resolve_split
-                resolve_split(prepared[0])  # builds the built-in phantom once, before other ranks read it
+                resolve_split(prepared.config)  # builds the built-in phantom once, before other ranks read it
             except UserError as exc:
                 prepared = exc
         prepared = broadcast_object(prepared)
         if isinstance(prepared, UserError):
             raise prepared
-        config, checkpoint = prepared
-        return _train(config, run_dir, device, dist, checkpoint, args.stop_after)
+        return _train(prepared, run_dir, device, dist, args.stop_after)
     finally:
         barrier()
         cleanup_distributed()
 
 
-def _train(config, run_dir, device, dist, checkpoint, stop_after) -> int:
+def install_stop_handlers(trainer) -> dict:
+    """SIGINT / SIGTERM ask the trainer to save ``latest.pt`` after the current step and stop (a second Ctrl-C
+    interrupts at once). Single-process runs only: under torchrun the ranks would not stop at the same step."""
+    def request_stop(signum, _frame):
+        trainer.stop_requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print(f"\n{signal.Signals(signum).name}: saving latest.pt after this step (Ctrl-C again to abort)",
+              file=sys.stderr, flush=True)
+
+    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _train(plan, run_dir, device, dist, stop_after) -> int:
     from Code.engine.checkpoint import load_checkpoint
     from Code.engine.trainer import Trainer, format_metrics
 
+    config, checkpoint = plan.config, plan.checkpoint
     trainer = Trainer(config, run_dir, device, dist)
     if checkpoint is not None:
         trainer.load_state_dict(load_checkpoint(checkpoint))
+        if plan.fork:  # another run's state: this folder's history (metrics.csv, best.pt) starts here
+            trainer.best, trainer.last_metrics = None, None
+        trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
+    previous = install_stop_handlers(trainer) if not dist.enabled else {}
     if dist.is_main:
         print(f"run {run_dir}: method {config['method']}, data {trainer.split} (N={trainer.labels}), "
-              f"{config['train']['iters']} iterations on {device}", file=sys.stderr)
-    result = trainer.fit(stop_after=stop_after)
+              f"{config['train']['iters']} iterations on {device}", file=sys.stderr, flush=True)
+    try:
+        result = trainer.fit(stop_after=stop_after)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if dist.is_main:
         if result.get("stopped"):
-            print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir}")
+            print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir} "
+                  "(or run the same command again)", flush=True)
         else:
             final = result["test_at_final"]
             print(f"test metrics at the final step ({final['step']}):      {format_metrics(final)}")
@@ -181,4 +162,4 @@ def _train(config, run_dir, device, dist, checkpoint, stop_after) -> int:
             else:
                 print(f"test metrics at the val-chosen step ({best['step']}): {format_metrics(best)}")
             print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
-    return 0
+    return 130 if result.get("stopped") and trainer.stop_requested else 0

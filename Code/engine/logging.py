@@ -58,7 +58,15 @@ class RunLogger:
         self.metric_keys = list(metric_keys)
         self.val_keys = list(val_keys)
         self.csv_path = Path(run_dir) / "metrics.csv"
-        self.writer: Optional[SummaryWriter] = SummaryWriter(str(Path(run_dir) / "tensorboard")) if enabled else None
+        self.tb_dir = Path(run_dir) / "tensorboard"
+        self.writer: Optional[SummaryWriter] = SummaryWriter(str(self.tb_dir)) if enabled else None
+
+    def purge_after(self, step: int) -> None:
+        """On resume from a checkpoint at ``step``: reopen TensorBoard so that events logged after it (by a run
+        killed before its next checkpoint) are hidden, as ``metrics.csv`` rows past it are dropped."""
+        if self.writer:
+            self.writer.close()
+            self.writer = SummaryWriter(str(self.tb_dir), purge_step=step + 1)
 
     def scalars(self, values: Dict[str, float], step: int) -> None:
         if not self.writer:
@@ -85,17 +93,6 @@ class RunLogger:
             for key, value in values.items():
                 if not math.isnan(value):
                     self.writer.add_scalar(f"{prefix}/{key}", value, step)
-
-    def truncate_after(self, step: int) -> None:
-        """Drop ``metrics.csv`` rows past ``step`` (written after the checkpoint a run resumes from)."""
-        if not self.enabled or not self.csv_path.exists():
-            return
-        with self.csv_path.open(newline="") as handle:
-            rows = list(csv.reader(handle))
-        kept = rows[:1] + [r for r in rows[1:] if r and int(float(r[0])) <= step]
-        if len(kept) != len(rows):
-            with self.csv_path.open("w", newline="") as handle:
-                csv.writer(handle).writerows(kept)
 
     def images(self, vis: Dict[str, Optional[Tensor]], step: int, max_images: int = 4) -> None:
         """Input, weak-view pseudo-label, keep mask, entropy, saliency, prediction and ground truth (first images)."""

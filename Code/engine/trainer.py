@@ -126,6 +126,7 @@ class Trainer:
         self.window = ScalarWindow()
         self.first_bad: Dict[str, torch.Tensor] = {}
         self.step, self.best, self.last_metrics, self.last_val = 0, None, None, None
+        self.stop_requested = False  # set by a signal handler (cli): save latest.pt after this step and stop
 
     def _build_model(self) -> torch.nn.Module:
         model = build_model(self.config).to(self.device)
@@ -179,10 +180,8 @@ class Trainer:
             seed_everything(self.config["seed"] + self.dist.rank + 1000003 * state["step"])
         self.step, self.best, self.last_metrics = state["step"], state["best"], state["last_metrics"]
         self.last_val = state.get("last_val")
-        if self.dist.is_main:  # rows written after this checkpoint (a kill before the next one) are rewritten
-            self.logger.truncate_after(self.step)
-            if self.monitor is not None:
-                self.monitor.truncate_after(self.step)
+        if self.dist.is_main and self.monitor is not None:  # rows past this checkpoint are rewritten
+            self.monitor.truncate_after(self.step)           # (metrics.csv: run_folder.truncate_metrics)
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self, stop_after: Optional[int] = None) -> Dict[str, Any]:
@@ -202,7 +201,8 @@ class Trainer:
                 self.logger.images(vis, self.step)
             if self.step % eval_every == 0 or self.step == total:
                 self._evaluate_and_save()
-            if stop_after is not None and self.step >= stop_after and self.step < total:
+            wants_stop = self.stop_requested or (stop_after is not None and self.step >= stop_after)
+            if wants_stop and self.step < total:
                 bar.close()
                 return self._stop()
         bar.close()
