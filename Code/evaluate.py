@@ -253,24 +253,6 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
-def _calibration_target(args: argparse.Namespace, checkpoint: Path, part: Path) -> Optional[Path]:
-    """``--calibrate``: the validation part to fit on, checked before anything is written."""
-    if not args.calibrate:
-        return None
-    from Code.engine.calibration import calibration_path
-
-    val = Path(args.val) if args.val else part.parent / "val"
-    if not (val / "labeled.txt").is_file():
-        raise UserError(f"--calibrate needs a validation part: no {val / 'labeled.txt'} (split with "
-                        f"data_split.py --val-ratio, or name one with --val)")
-    if not (val / "labeled.txt").read_text().strip():
-        raise UserError(f"{val / 'labeled.txt'} lists no images: nothing to fit the calibration on")
-    stored = calibration_path(checkpoint)
-    if stored.exists() and not args.force:
-        raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")
-    return val
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     device = resolve_device(args.device)
@@ -279,8 +261,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if not (part / "labeled.txt").is_file():
         raise UserError(f"no labeled.txt in {part} (expected a split part such as SPLIT/test)")
-    val = _calibration_target(args, checkpoint, part)
     from Code.engine.calibration import calibration_path, resolve_temperature
+    from Code.evaluate_trust import validation_part_to_fit
+    val = validation_part_to_fit(args.calibrate, args.val, args.force, checkpoint, part)
     calibration = resolve_temperature(args.calibration, checkpoint)
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
                       args.force)

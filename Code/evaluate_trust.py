@@ -1,5 +1,6 @@
 """Calibration and uncertainty for ``evaluate.py``: fit on ``val/``, collect per-image uncertainty, report.
 
+- :func:`validation_part_to_fit`: the ``val/`` part for ``--calibrate``, checked before anything is written;
 - :func:`fit_calibration`: run the model on a validation part, fit the temperature (``engine.calibration``) on
   the class log-probabilities, then choose the review thresholds (``engine.uncertainty``) on the *calibrated*
   class entropies and the lesion entropies; returns the document stored as ``<checkpoint>.calibration.json``.
@@ -20,8 +21,8 @@ import torch
 
 from Code.data import denormalize
 from Code.errors import UserError
-from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, fit_temperature, nll,
-                                     reliability_curve, rescale_probs)
+from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
+                                     fit_temperature, nll, reliability_curve, rescale_probs)
 from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
                                      normalized_entropy, review_flags, risk_coverage, score_at_coverage)
 from Code.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
@@ -55,6 +56,24 @@ class UncertaintyCollector:
                            f"{self.values[name]['lesion_entropy']:.2f}")
                 self._write(self.folder / f"{self._stem(name)}.png",
                             entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
+
+
+def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, checkpoint: Path, part: Path
+                           ) -> Optional[Path]:
+    """``--calibrate``: the validation part to fit on (``--val``, else the ``val/`` beside the evaluated
+    ``part``), checked before anything is written; None without ``--calibrate``."""
+    if not calibrate:
+        return None
+    folder = Path(val) if val else part.parent / "val"
+    if not (folder / "labeled.txt").is_file():
+        raise UserError(f"--calibrate needs a validation part: no {folder / 'labeled.txt'} (split with "
+                        f"data_split.py --val-ratio, or name one with --val)")
+    if not (folder / "labeled.txt").read_text().strip():
+        raise UserError(f"{folder / 'labeled.txt'} lists no images: nothing to fit the calibration on")
+    stored = calibration_path(checkpoint)
+    if stored.exists() and not force:
+        raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")
+    return folder
 
 
 def fit_calibration(model: torch.nn.Module, loader, device: torch.device, amp: bool,

@@ -56,7 +56,7 @@ def calibrated(split_and_checkpoint):
 
 def test_calibrate_without_val_is_refused(split_and_checkpoint, run_script, assert_one_line_error, tmp_path):
     """No SPLIT/val/labeled.txt, or an empty one: a one-line error naming it, nothing written.
-    Mutation checked: dropping the empty-list check of evaluate.py (the error then comes after the output
+    Mutation checked: dropping the empty-list check of validation_part_to_fit (the error then comes after the output
     folder was made) fails."""
     root, checkpoint = split_and_checkpoint
     result = run_script("Code/evaluate.py", "--checkpoint", checkpoint, "--data", root / "no_val" / "test",
