@@ -1,9 +1,10 @@
-"""Benchmarks: ``python Code/bench.py {data,losses,train,gpu} [options]`` (``--help`` after the name for options).
+"""Benchmarks: ``python Code/bench.py {data,losses,train,gpu,export} [options]`` (``--help`` after the name for options).
 
 - ``data``: data-loading throughput per mode, against a naive PIL + scipy loader doing the same work;
 - ``losses``: forward + backward time of the pixel and image contrastive losses;
 - ``train``: seconds per training iteration, images/s and peak memory, one JSON line;
-- ``gpu``: the GPU check (paper-size iterations with and without ``torch.compile``; one line and exit 0 without CUDA).
+- ``gpu``: the GPU check (paper-size iterations with and without ``torch.compile``; one line and exit 0 without CUDA);
+- ``export``: inference images/s of the checkpoint (PyTorch) vs the exported ONNX model (ONNX Runtime), CPU.
 """
 import _bootstrap  # noqa: F401
 
@@ -14,8 +15,8 @@ from Code.errors import UserError, run_cli
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("data", "losses", "train", "gpu"):
-        raise UserError("usage: python Code/bench.py {data,losses,train,gpu} [options]")
+    if not argv or argv[0] not in ("data", "losses", "train", "gpu", "export"):
+        raise UserError("usage: python Code/bench.py {data,losses,train,gpu,export} [options]")
     name, rest = argv[0], argv[1:]
     if name == "data":
         from Code.bench_data import main as run
@@ -23,6 +24,8 @@ def main(argv=None) -> int:
         from Code.bench_losses import main as run
     elif name == "gpu":
         from Code.bench_gpu import main as run
+    elif name == "export":
+        from Code.bench_export import main as run
     else:
         from Code.bench_train import main as run
     return run(rest)
