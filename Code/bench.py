@@ -1,9 +1,11 @@
-"""Benchmarks: ``python Code/bench.py {data,losses,train,gpu,pretrain} [options]`` (``--help`` after the name for options).
+"""Benchmarks: ``python Code/bench.py {data,losses,train,gpu,export,pretrain} [options]`` (``--help`` after the name
+for options).
 
 - ``data``: data-loading throughput per mode, against a naive PIL + scipy loader doing the same work;
 - ``losses``: forward + backward time of the pixel and image contrastive losses;
 - ``train``: seconds per training iteration, images/s and peak memory, one JSON line;
 - ``gpu``: the GPU check (paper-size iterations with and without ``torch.compile``; one line and exit 0 without CUDA);
+- ``export``: inference images/s of the checkpoint (PyTorch) vs the exported ONNX model (ONNX Runtime), CPU;
 - ``pretrain``: seconds per self-supervised pre-training (MoCo v2) step, images/s and peak memory, one JSON line.
 """
 import _bootstrap  # noqa: F401
@@ -12,11 +14,13 @@ import sys
 
 from Code.errors import UserError, run_cli
 
+NAMES = ("data", "losses", "train", "gpu", "export", "pretrain")
+
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in ("data", "losses", "train", "gpu", "pretrain"):
-        raise UserError("usage: python Code/bench.py {data,losses,train,gpu,pretrain} [options]")
+    if not argv or argv[0] not in NAMES:
+        raise UserError(f"usage: python Code/bench.py {{{','.join(NAMES)}}} [options]")
     name, rest = argv[0], argv[1:]
     if name == "data":
         from Code.bench_data import main as run
@@ -24,6 +28,8 @@ def main(argv=None) -> int:
         from Code.bench_losses import main as run
     elif name == "gpu":
         from Code.bench_gpu import main as run
+    elif name == "export":
+        from Code.bench_export import main as run
     elif name == "pretrain":
         from Code.bench_pretrain import main as run
     else:

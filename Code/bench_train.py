@@ -20,6 +20,7 @@ import torch
 from Code.engine.builders import build_model, build_optimizers
 from Code.engine.config import METHODS, load_config, parse_set_option
 from Code.engine.step import StepContext, train_step
+from Code.engine.teacher import build_teacher
 from Code.engine.trainer import amp_dtype, apply_gradients, seed_everything
 from Code.errors import UserError
 
@@ -59,6 +60,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         model = model.to(memory_format=torch.channels_last)
     optimizers = build_optimizers(model, config)
     ctx = StepContext.build(config, device)
+    teacher = build_teacher(config, model)
     dtype = amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(0)
@@ -74,8 +76,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
-            loss, _, _ = train_step(model, (x, mask, label), (weak, strong), i + 1000, ctx)
+            loss, _, _ = train_step(model, (x, mask, label), (weak, strong), i + 1000, ctx, teacher)
         apply_gradients(loss, scaler, optimizers, [], 0.0)
+        if teacher is not None:
+            teacher.update(model, i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 2:

@@ -4,11 +4,19 @@ Usage::
 
     python Code/evaluate.py --checkpoint RUN/checkpoints/best.pt --data SPLIT/test [--out DIR] [--force]
         [--device auto|cpu|cuda] [--batch-size B] [--num-workers W] [--no-amp] [--no-overlays]
+        [--calibrate [--val SPLIT/val] [--review-quantile 0.9] | --calibration [FILE]]
 
 Writes to DIR (default ``<run folder of the checkpoint>/eval_<part name>``; an existing non-empty DIR needs
 ``--force``): ``metrics.json`` (the metrics of ``summarize_metrics`` in [0, 1], NaN written as null, plus
 ``n_images``, ``checkpoint``, ``step``, ``data``, ``device``), ``per_image.csv``, ``overlays/<image>.png`` (image
-beside the overlay: ground truth red, prediction green, overlap yellow), ``confusion_matrix.png`` and ``roc.png``.
+beside the overlay: ground truth red, prediction green, overlap yellow), ``confusion_matrix.png`` and ``roc.png``,
+and for calibration and uncertainty (``evaluate_trust.py``): ``entropy/<image>.png`` (image beside its
+per-pixel predictive entropy), ``reliability.png`` (ECE and Brier of P(malignant) in ``metrics.json``),
+``risk_coverage.png`` / ``.csv`` and, with review thresholds, ``review.md`` (flagged vs unflagged images).
+``--calibrate`` fits the temperature and the review thresholds on the split's ``val/`` part (the sibling of
+``--data``, or ``--val``), stores them in ``<checkpoint stem>.calibration.json`` next to the checkpoint (an
+existing one is replaced only with ``--force``) and applies them; ``--calibration`` applies a stored one
+(that file, or FILE).
 Metrics are computed at the model's input resolution (``data.size`` of the checkpoint's config). Works with
 checkpoints of ``seg_train.py`` and ``cls_train.py``, saved with or without DDP; AMP on CUDA unless ``--no-amp``.
 The figure helpers here are shared with ``predict.py``.
@@ -28,7 +36,6 @@ from typing import Any, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
@@ -37,7 +44,8 @@ from Code.outputs import prepare_output_folder
 
 TRUTH_BGR, PRED_BGR, BOTH_BGR = (0, 0, 255), (0, 200, 0), (0, 255, 255)  # red, green, yellow
 MIN_PANEL_WIDTH = 448
-PER_IMAGE_COLUMNS = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn")
+PER_IMAGE_COLUMNS = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn",
+                     "class_entropy", "lesion_entropy", "review")
 
 
 # ------------------------------------------------------------------------------------------ shared CLI helpers
@@ -156,7 +164,17 @@ class OverlayWriter:
 
 
 def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
     return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def _chain(*callbacks):
+    """One ``on_batch`` callback calling each of ``callbacks`` that is not None."""
+    active = [c for c in callbacks if c is not None]
+    return lambda batch: [c(batch) for c in active]
 
 
 def write_per_image(records: List[Dict[str, Any]], path: Path) -> None:
@@ -216,10 +234,22 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
-    parser.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay PNGs")
+    parser.add_argument("--no-overlays", action="store_true", help="skip the per-image overlay and entropy PNGs")
+    calib = parser.add_mutually_exclusive_group()
+    calib.add_argument("--calibrate", action="store_true",
+                       help="fit the temperature and review thresholds on val/, store them next to the checkpoint")
+    calib.add_argument("--calibration", nargs="?", const="auto", metavar="FILE",
+                       help="apply a stored calibration (default: <checkpoint stem>.calibration.json)")
+    parser.add_argument("--val", help="validation part for --calibrate (default: the val/ beside --data)")
+    parser.add_argument("--review-quantile", type=float, default=0.9,
+                        help="--calibrate: review thresholds = this quantile of the val uncertainties")
     args = parser.parse_args(argv)
     if args.batch_size <= 0 or args.num_workers < 0:
         raise UserError("--batch-size must be positive and --num-workers not negative")
+    if not 0.0 < args.review_quantile < 1.0:
+        raise UserError(f"--review-quantile must be between 0 and 1, got {args.review_quantile}")
+    if args.val and not args.calibrate:
+        raise UserError("--val is only used with --calibrate")
     return args
 
 
@@ -231,30 +261,47 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if not (part / "labeled.txt").is_file():
         raise UserError(f"no labeled.txt in {part} (expected a split part such as SPLIT/test)")
+    from Code.engine.calibration import calibration_path, resolve_temperature
+    from Code.evaluate_trust import validation_part_to_fit
+    val = validation_part_to_fit(args.calibrate, args.val, args.force, checkpoint, part)
+    calibration = resolve_temperature(args.calibration, checkpoint)
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
                       args.force)
     warning = training_images_warning(part)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
-    from Code.data import SplitDataset  # the heavy imports (smp, timm) only once the arguments are checked
+    # the heavy imports (smp, timm) only once the arguments are checked
+    from Code.engine.calibration import save_calibration
     from Code.engine.evaluation import evaluate_model, summarize_metrics
+    from Code.evaluate_trust import (UncertaintyCollector, apply_temperature, fit_calibration, format_trust,
+                                     labeled_loader, trust_report)
 
     model, config, step = load_model_from_checkpoint(checkpoint, device)
-    dataset = SplitDataset(part, "eval", size=config["data"]["size"], in_channels=config["data"]["in_channels"])
-    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers,
-                        pin_memory=device.type == "cuda")
-    on_batch = None if args.no_overlays else OverlayWriter(out / "overlays")
-    records = evaluate_model(model, loader, device, amp=device.type == "cuda" and not args.no_amp, on_batch=on_batch)
+    amp = device.type == "cuda" and not args.no_amp
+    if val is not None:
+        calibration = fit_calibration(model, labeled_loader(val, config, args.batch_size, args.num_workers, device),
+                                      device, amp, args.review_quantile)
+        calibration.update(checkpoint=str(checkpoint.resolve()), step=step, val=str(val.resolve()))
+        save_calibration(calibration_path(checkpoint), calibration)
+        print(f"fitted on {calibration['n_val']} val images: T = {calibration['temperature']:.4f}, "
+              f"wrote {calibration_path(checkpoint)}")
+    loader = labeled_loader(part, config, args.batch_size, args.num_workers, device)
+    collector = UncertaintyCollector(None if args.no_overlays else out / "entropy")
+    on_batch = _chain(None if args.no_overlays else OverlayWriter(out / "overlays"), collector)
+    records = evaluate_model(apply_temperature(model, calibration), loader, device, amp=amp, on_batch=on_batch)
     if not records:
         raise UserError(f"{part / 'labeled.txt'} lists no images")
     metrics = summarize_metrics(records)
-    summary = {**metrics, "n_images": len(records), "checkpoint": str(checkpoint.resolve()), "step": step,
+    trust = trust_report(records, collector, calibration, out)
+    summary = {**metrics, **trust, "n_images": len(records), "checkpoint": str(checkpoint.resolve()), "step": step,
                "data": str(part.resolve()), "device": device.type, "warning": warning}
-    (out / "metrics.json").write_text(json.dumps({k: _json_safe(v) for k, v in summary.items()}, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(_json_safe(summary), indent=2) + "\n")
     write_per_image(records, out / "per_image.csv")
     plot_confusion_and_roc(records, out)
     shown = " | ".join(f"{k} {'n/a' if math.isnan(v) else f'{100 * v:.2f}'}" for k, v in metrics.items())
     print(f"{len(records)} images, step {step}: {shown}")
+    for line in format_trust(trust):
+        print(line)
     print(f"wrote {out}")
     return 0
 

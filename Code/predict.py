@@ -4,15 +4,23 @@ Usage::
 
     python Code/predict.py --checkpoint RUN/checkpoints/best.pt --images DIR_OR_FILE [DIR_OR_FILE ...]
         [--out DIR] [--force] [--device auto|cpu|cuda] [--batch-size B] [--no-amp] [--no-overlays]
+        [--calibration [FILE]]
+    python Code/predict.py --model FILE.onnx|FILE.ts --images DIR_OR_FILE [...] [--out DIR] [--force] [...]
 
 Images of any size, grayscale or colour (png, jpg, jpeg, bmp, tif, tiff; a folder is read non-recursively, a file
 named explicitly is tried whatever its extension) are converted to grayscale and resized to the model's input
 size like the evaluation data; the lesion mask is brought back to the ORIGINAL size (bilinear lesion probability,
 threshold 0.5). Writes to DIR (default ``<run folder of the checkpoint>/predictions``; an existing non-empty DIR
-needs ``--force``): ``masks/<stem>.png`` (0/255), ``overlays/<stem>.png`` (image beside the prediction in green)
-and ``predictions.csv`` (file, pred_class, prob_benign, prob_malignant, lesion_area_px, mask). An unreadable file
-gets a one-line ``error:`` on stderr and the others are still processed; a summary of the failures ends the run
-and the exit status is then 1.
+needs ``--force``; with ``--model``, ``<model folder>/predictions``): ``masks/<stem>.png`` (0/255),
+``overlays/<stem>.png`` (image beside the prediction in green), ``entropy/<stem>.png`` (image beside its
+per-pixel predictive entropy, at the original size) and ``predictions.csv`` (file, pred_class, prob_benign,
+prob_malignant, lesion_area_px, mask, class_entropy, lesion_entropy, review; entropies normalised to [0, 1], see
+``engine/uncertainty.py``). ``review`` is 1 when the class entropy or the mean entropy on the predicted lesion
+exceeds its threshold chosen on val, 0 otherwise, and empty without thresholds: they come with
+``--calibration`` (``<checkpoint stem>.calibration.json`` of ``evaluate.py --calibrate``, or FILE, which also
+applies its temperature) or from an exported model's metadata. ``--model`` runs a file of ``export.py`` (ONNX
+with ONNX Runtime, TorchScript with PyTorch; CPU). An unreadable file gets a one-line ``error:`` on stderr and
+the others are still processed; a summary of the failures ends the run and the exit status is then 1.
 """
 from __future__ import annotations
 
@@ -32,10 +40,13 @@ import torch.nn.functional as F
 from Code.data import CLASS_NAMES, load_gray, preprocess
 from Code.errors import UserError, run_cli
 from Code.engine.checkpoint import load_model_from_checkpoint
+from Code.engine.uncertainty import lesion_mean, normalized_entropy, review_flags
 from Code.evaluate import overlay_panel, prepare_out, resolve_device, run_folder_of, safe_stem, write_png
+from Code.uncertainty_figures import entropy_panel
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
-CSV_COLUMNS = ("file", "pred_class", "prob_benign", "prob_malignant", "lesion_area_px", "mask")
+CSV_COLUMNS = ("file", "pred_class", "prob_benign", "prob_malignant", "lesion_area_px", "mask",
+               "class_entropy", "lesion_entropy", "review")
 
 
 def collect_images(items: Sequence[str]) -> Tuple[List[Path], List[Tuple[str, str]]]:
@@ -90,47 +101,70 @@ def read_batch(paths: Sequence[Path], size: int, in_channels: int, failures: Lis
     return ok_paths, grays, tensors
 
 
-def lesion_mask(seg_probs: torch.Tensor, height: int, width: int) -> np.ndarray:
-    """Lesion mask {0, 1} uint8 (height×width) from one image's 2×S×S softmax, resized bilinearly."""
-    lesion = seg_probs[1:2].unsqueeze(0)
+def lesion_probability(seg_probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Lesion probability (height×width float) from one image's 2×S×S softmax, resized bilinearly."""
+    lesion = seg_probs[1:2].unsqueeze(0).float()
     if lesion.shape[-2:] != (height, width):
         lesion = F.interpolate(lesion, size=(height, width), mode="bilinear", align_corners=False)
-    return (lesion[0, 0] > 0.5).to(torch.uint8).cpu().numpy()
+    return lesion[0, 0].cpu()
 
 
-def predict_files(model: torch.nn.Module, config: Dict, files: Sequence[Path], out: Path, device: torch.device,
-                  batch_size: int, amp: bool, overlays: bool, failures: List[Tuple[str, str]]) -> List[Dict]:
-    """Run the model on ``files`` in batches; write masks (and overlays); return the rows of predictions.csv."""
-    from Code.engine.evaluation import predict_batch
+def lesion_mask(seg_probs: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Lesion mask {0, 1} uint8 (height×width): the resized lesion probability above 0.5."""
+    return (lesion_probability(seg_probs, height, width) > 0.5).to(torch.uint8).numpy()
 
-    size, channels = config["data"]["size"], config["data"]["in_channels"]
+
+def image_row(path: Path, stem: str, lesion: torch.Tensor, cls_probs: torch.Tensor,
+              thresholds: Optional[Dict[str, float]]) -> Tuple[Dict, np.ndarray, torch.Tensor]:
+    """``(predictions.csv row, mask H×W uint8, entropy map H×W)`` of one image at its original size."""
+    mask = (lesion > 0.5).to(torch.uint8)
+    entropy = normalized_entropy(torch.stack([1.0 - lesion, lesion]), dim=0)
+    lesion_entropy = float(lesion_mean(entropy[None], mask[None].bool())[0])
+    prob_b, prob_m = (float(p) for p in cls_probs)
+    class_entropy = float(normalized_entropy(cls_probs.float(), dim=0))
+    review = "" if not thresholds else int(review_flags([class_entropy], [lesion_entropy], thresholds)[0])
+    row = {"file": str(path), "pred_class": int(prob_m > prob_b), "prob_benign": prob_b, "prob_malignant": prob_m,
+           "lesion_area_px": int(mask.sum()), "mask": f"masks/{stem}.png", "class_entropy": class_entropy,
+           "lesion_entropy": lesion_entropy, "review": review}
+    return row, mask.numpy(), entropy
+
+
+def predict_files(predictor, files: Sequence[Path], out: Path, batch_size: int, overlays: bool,
+                  failures: List[Tuple[str, str]]) -> List[Dict]:
+    """Run ``predictor`` (``engine.predictors``) on ``files`` in batches; write masks (and overlays, entropy
+    panels); return the rows of predictions.csv."""
     (out / "masks").mkdir(exist_ok=True)
     if overlays:
         (out / "overlays").mkdir(exist_ok=True)
+        (out / "entropy").mkdir(exist_ok=True)
     stems, rows = UniqueStems(), []
     for start in range(0, len(files), batch_size):
-        paths, grays, tensors = read_batch(files[start:start + batch_size], size, channels, failures)
+        paths, grays, tensors = read_batch(files[start:start + batch_size], predictor.size, predictor.in_channels,
+                                           failures)
         if not paths:
             continue
-        seg_probs, cls_probs = predict_batch(model, torch.stack(tensors).to(device), amp)
+        seg_probs, cls_probs = predictor(torch.stack(tensors))
         for i, (path, gray) in enumerate(zip(paths, grays)):
-            mask = lesion_mask(seg_probs[i], *gray.shape[:2])
             stem = stems(path)
+            row, mask, entropy = image_row(path, stem, lesion_probability(seg_probs[i], *gray.shape[:2]),
+                                           cls_probs[i], predictor.review_thresholds)
             write_png(out / "masks" / f"{stem}.png", mask * 255)
-            prob_b, prob_m = (float(p) for p in cls_probs[i].cpu())
-            pred = int(prob_m > prob_b)
-            area = int(mask.sum())
             if overlays:
-                caption = f"{path.name} | pred {CLASS_NAMES[pred]} p(mal)={prob_m:.2f} | lesion {area} px"
+                caption = (f"{path.name} | pred {CLASS_NAMES[row['pred_class']]} p(mal)={row['prob_malignant']:.2f}"
+                           f" | lesion {row['lesion_area_px']} px")
                 write_png(out / "overlays" / f"{stem}.png", overlay_panel(gray, mask, None, caption))
-            rows.append({"file": str(path), "pred_class": pred, "prob_benign": prob_b, "prob_malignant": prob_m,
-                         "lesion_area_px": area, "mask": f"masks/{stem}.png"})
+                write_png(out / "entropy" / f"{stem}.png", entropy_panel(
+                    gray, entropy.numpy(), f"{path.name} | class entropy {row['class_entropy']:.2f} | lesion "
+                                           f"entropy {row['lesion_entropy']:.2f}"))
+            rows.append(row)
     return rows
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Predict lesion masks and classes for unlabeled images.")
-    parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt or latest.pt")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", help="RUN/checkpoints/best.pt or latest.pt")
+    source.add_argument("--model", help="a model exported by Code/export.py (.onnx: ONNX Runtime; else TorchScript)")
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders of images")
     parser.add_argument("--out", help="output folder (default: <run folder>/predictions)")
     parser.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
@@ -138,28 +172,54 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
     parser.add_argument("--no-overlays", action="store_true", help="write masks and the CSV only")
+    parser.add_argument("--calibration", nargs="?", const="auto", metavar="FILE",
+                        help="apply the temperature and review thresholds of evaluate.py --calibrate "
+                             "(default: <checkpoint stem>.calibration.json)")
     args = parser.parse_args(argv)
     if args.batch_size <= 0:
         raise UserError("--batch-size must be positive")
+    if args.model and args.calibration:
+        raise UserError("--calibration applies to --checkpoint; an exported model carries its own temperature "
+                        "(export.py --temperature)")
     return args
+
+
+def open_predictor(args: argparse.Namespace):
+    """The predictor of ``--checkpoint`` (with ``--calibration``) or of ``--model``; checks files first."""
+    from Code.engine.calibration import calibration_path, resolve_temperature
+    from Code.engine.predictors import CheckpointPredictor, open_exported
+
+    if args.model:
+        if args.device == "cuda":
+            raise UserError("--model runs on the CPU (drop --device cuda)")
+        return open_exported(args.model)
+    checkpoint = Path(args.checkpoint)
+    if not checkpoint.is_file():
+        raise UserError(f"checkpoint not found: {checkpoint}")
+    device = resolve_device(args.device)
+    calibration = resolve_temperature(args.calibration, checkpoint)
+    if calibration is None and calibration_path(checkpoint).is_file():
+        print(f"note: {calibration_path(checkpoint)} exists; add --calibration to apply its temperature and "
+              f"review thresholds")
+    model, config, _ = load_model_from_checkpoint(checkpoint, device)
+    return CheckpointPredictor(model, config, device, amp=device.type == "cuda" and not args.no_amp,
+                               calibration=calibration)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    device = resolve_device(args.device)
-    checkpoint = Path(args.checkpoint)
-    if not checkpoint.is_file():
-        raise UserError(f"checkpoint not found: {checkpoint}")
+    source = Path(args.model or args.checkpoint)
+    if not source.is_file():
+        raise UserError(f"{'model file' if args.model else 'checkpoint'} not found: {source}")
     files, failures = collect_images(args.images)
     for _, reason in failures:
         print(f"error: {reason}", file=sys.stderr)
     if not files:
         raise UserError(f"no image files ({', '.join(sorted(IMAGE_EXTS))}) in {' '.join(args.images)}")
-    out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / "predictions", args.force)
-    model, config, _ = load_model_from_checkpoint(checkpoint, device)
-    rows = predict_files(model, config, files, out, device, args.batch_size,
-                         amp=device.type == "cuda" and not args.no_amp, overlays=not args.no_overlays,
-                         failures=failures)
+    default_out = source.resolve().parent / "predictions" if args.model else run_folder_of(source) / "predictions"
+    predictor = open_predictor(args)  # before the output folder: a bad model or calibration leaves nothing behind
+    out = prepare_out(Path(args.out) if args.out else default_out, args.force)
+    rows = predict_files(predictor, files, out, args.batch_size, overlays=not args.no_overlays, failures=failures)
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)
         writer.writeheader()

@@ -84,7 +84,7 @@ def evaluate_model(model: torch.nn.Module, loader: Iterable, device: torch.devic
     ``prob_malignant`` (softmax of the class logits), ``dice``, ``iou`` and the lesion pixel counts ``tp, fp, fn,
     tn`` at the evaluated resolution S×S. ``on_batch`` (optional) is called per batch with a dict of CPU tensors
     ``images``, ``masks``, ``pred_masks`` (B×S×S), ``labels``, ``pred_class``, ``prob_malignant`` and ``names``
-    (for overlays). The model's train/eval mode is restored afterwards.
+    (for overlays), ``seg_probs`` (B×2×S×S) and ``cls_probs`` (B×2) (for uncertainty). The model's train/eval mode is restored afterwards.
     """
     device = torch.device(device)
     was_training = model.training
@@ -100,7 +100,8 @@ def evaluate_model(model: torch.nn.Module, loader: Iterable, device: torch.devic
             records.extend(_batch_records(pred_masks, masks, labels, cls_probs, names))
             if on_batch is not None:
                 on_batch({"images": images.cpu(), "masks": masks, "pred_masks": pred_masks, "labels": labels,
-                          "pred_class": cls_probs.argmax(dim=1), "prob_malignant": cls_probs[:, 1], "names": names})
+                          "pred_class": cls_probs.argmax(dim=1), "prob_malignant": cls_probs[:, 1], "names": names,
+                          "seg_probs": seg_probs.cpu(), "cls_probs": cls_probs})
     finally:
         model.train(was_training)
     return records

@@ -1,0 +1,197 @@
+"""Calibration and uncertainty for ``evaluate.py``: fit on ``val/``, collect per-image uncertainty, report.
+
+- :func:`validation_part_to_fit`: the ``val/`` part for ``--calibrate``, checked before anything is written;
+- :func:`fit_calibration`: run the model on a validation part, fit the temperature (``engine.calibration``) on
+  the class log-probabilities, then choose the review thresholds (``engine.uncertainty``) on the *calibrated*
+  class entropies and the lesion entropies; returns the document stored as ``<checkpoint>.calibration.json``.
+- :class:`UncertaintyCollector`: ``on_batch`` callback of ``evaluate_model`` keeping each image's
+  ``class_entropy`` and ``lesion_entropy`` and writing ``entropy/<image>.png``.
+- :func:`trust_report`: ECE / Brier (before and after temperature scaling), ``reliability.png``, the review
+  flag per image, ``review.md`` (Dice and accuracy of flagged vs unflagged images), ``risk_coverage.png`` and
+  ``risk_coverage.csv``; returns the entries added to ``metrics.json``.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from Code.data import denormalize
+from Code.errors import UserError
+from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
+                                     fit_temperature, nll, reliability_curve, rescale_probs)
+from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
+                                     normalized_entropy, review_flags, risk_coverage, score_at_coverage)
+from Code.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
+
+COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)
+TRUST_COLUMNS = ("class_entropy", "lesion_entropy", "review")  # per-image CSV columns added by trust_report
+
+
+class UncertaintyCollector:
+    """``on_batch`` callback: per image ``class_entropy``, ``lesion_entropy`` and the class probabilities
+    (``probs``, as the model gave them); writes ``folder/<stem>.png`` entropy panels when ``folder`` is set."""
+
+    def __init__(self, folder: Optional[Path] = None):
+        self.folder = folder
+        self.values: Dict[str, Dict[str, Any]] = {}
+        if folder is not None:
+            from Code.evaluate import safe_stem, write_png  # lazily: evaluate.py imports this module
+            self._stem, self._write = safe_stem, write_png
+            folder.mkdir(parents=True, exist_ok=True)
+
+    def __call__(self, batch: Dict[str, Any]) -> None:
+        u = image_uncertainty(batch["seg_probs"], batch["cls_probs"], batch["pred_masks"] == 1)
+        grays = None
+        if self.folder is not None:
+            grays = (denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
+        for i, name in enumerate(batch["names"]):
+            self.values[name] = {"class_entropy": float(u["class_entropy"][i]),
+                                 "lesion_entropy": float(u["lesion_entropy"][i]), "probs": batch["cls_probs"][i]}
+            if grays is not None:
+                caption = (f"class entropy {self.values[name]['class_entropy']:.2f} | lesion entropy "
+                           f"{self.values[name]['lesion_entropy']:.2f}")
+                self._write(self.folder / f"{self._stem(name)}.png",
+                            entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
+
+
+def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, checkpoint: Path, part: Path
+                           ) -> Optional[Path]:
+    """``--calibrate``: the validation part to fit on (``--val``, else the ``val/`` beside the evaluated
+    ``part``), checked before anything is written; None without ``--calibrate``."""
+    if not calibrate:
+        return None
+    folder = Path(val) if val else part.parent / "val"
+    if not (folder / "labeled.txt").is_file():
+        raise UserError(f"--calibrate needs a validation part: no {folder / 'labeled.txt'} (split with "
+                        f"data_split.py --val-ratio, or name one with --val)")
+    if not (folder / "labeled.txt").read_text().strip():
+        raise UserError(f"{folder / 'labeled.txt'} lists no images: nothing to fit the calibration on")
+    stored = calibration_path(checkpoint)
+    if stored.exists() and not force:
+        raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")
+    return folder
+
+
+def fit_calibration(model: torch.nn.Module, loader, device: torch.device, amp: bool,
+                    quantile: float = DEFAULT_QUANTILE) -> Dict[str, Any]:
+    """Temperature and review thresholds fitted on the labeled images of ``loader`` (a validation part).
+
+    The temperature is fitted on log P(class) (equal to the logits up to a per-image constant, which softmax
+    ignores), the thresholds on the calibrated class entropy and on the lesion entropy (see ``engine.uncertainty``).
+    """
+    from Code.engine.evaluation import evaluate_model
+
+    collector = UncertaintyCollector()
+    records = evaluate_model(model, loader, device, amp=amp, on_batch=collector)
+    if not records:
+        raise UserError("the validation part lists no images: nothing to fit the calibration on")
+    labels = torch.tensor([r["label"] for r in records])
+    probs = torch.stack([collector.values[r["name"]]["probs"] for r in records]).double()
+    log_probs = probs.clamp_min(1e-300).log()
+    temperature = fit_temperature(log_probs, labels)
+    calibrated = rescale_probs(probs, temperature)
+    thresholds = fit_review_thresholds(normalized_entropy(calibrated, dim=1).tolist(),
+                                       [collector.values[r["name"]]["lesion_entropy"] for r in records], quantile)
+    before = calibration_metrics(probs[:, 1].tolist(), labels.tolist())
+    after = calibration_metrics(calibrated[:, 1].tolist(), labels.tolist())
+    return {"temperature": temperature, "review_thresholds": thresholds, "review_quantile": quantile,
+            "n_val": len(records), "val_nll_before": nll(log_probs, labels),
+            "val_nll_after": nll(log_probs, labels, temperature), "val_ece_before": before["ece"],
+            "val_ece_after": after["ece"], "ece_bins": N_BINS}
+
+
+def apply_temperature(model: torch.nn.Module, calibration: Optional[Dict[str, Any]]) -> torch.nn.Module:
+    """``model`` wrapped in :class:`TemperatureScaled` when a calibration document is given."""
+    return model if calibration is None else TemperatureScaled(model, calibration["temperature"]).eval()
+
+
+def _write_curve_csv(path: Path, curves: Dict[str, Dict[str, np.ndarray]]) -> None:
+    names = list(curves)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["coverage", *names])
+        first = curves[names[0]]
+        for i, coverage in enumerate(first["coverage"]):
+            writer.writerow([repr(float(coverage)), *(repr(float(curves[n]["score"][i])) for n in names)])
+
+
+def trust_report(records: List[Dict[str, Any]], collector: UncertaintyCollector,
+                 calibration: Optional[Dict[str, Any]], out: Path) -> Dict[str, Any]:
+    """Add ``class_entropy``, ``lesion_entropy`` and ``review`` to each record; write the calibration and
+    uncertainty figures and tables into ``out``; return the entries for ``metrics.json``."""
+    for r in records:
+        r["class_entropy"] = collector.values[r["name"]]["class_entropy"]
+        r["lesion_entropy"] = collector.values[r["name"]]["lesion_entropy"]
+    labels = [r["label"] for r in records]
+    probs = [r["prob_malignant"] for r in records]
+    summary: Dict[str, Any] = dict(calibration_metrics(probs, labels))
+    curves = {"model" if calibration is None else f"T = {calibration['temperature']:.3f}":
+              (reliability_curve(probs, labels), dict(summary))}
+    if calibration is not None:
+        raw = rescale_probs(torch.stack([collector.values[r["name"]]["probs"] for r in records]),
+                            1.0 / calibration["temperature"])[:, 1].tolist()
+        before = calibration_metrics(raw, labels)
+        summary.update(temperature=calibration["temperature"], ece_uncalibrated=before["ece"],
+                       brier_uncalibrated=before["brier"])
+        curves = {"uncalibrated": (reliability_curve(raw, labels), before), **curves}
+    plot_reliability({k: v[0] for k, v in curves.items()}, {k: v[1] for k, v in curves.items()},
+                     out / "reliability.png")
+
+    accuracy_curve = risk_coverage([float(r["label"] == r["pred_class"]) for r in records],
+                                   [r["class_entropy"] for r in records])
+    dice_curve = risk_coverage([r["dice"] for r in records], [r["lesion_entropy"] for r in records])
+    rc = {"accuracy (by class entropy)": accuracy_curve, "Dice (by lesion entropy)": dice_curve}
+    plot_risk_coverage({k: (v["coverage"], v["score"]) for k, v in rc.items()}, out / "risk_coverage.png")
+    _write_curve_csv(out / "risk_coverage.csv", rc)
+    summary["risk_coverage"] = {f"{c:.1f}": {"accuracy": score_at_coverage(accuracy_curve, c),
+                                             "dice": score_at_coverage(dice_curve, c)} for c in COVERAGES}
+
+    thresholds = None if calibration is None else calibration.get("review_thresholds")
+    flags = review_flags([r["class_entropy"] for r in records], [r["lesion_entropy"] for r in records],
+                         thresholds) if thresholds else [None] * len(records)
+    for r, flag in zip(records, flags):
+        r["review"] = "" if flag is None else int(flag)
+    if thresholds:
+        table = flag_table([dict(r, review=bool(r["review"])) for r in records])
+        (out / "review.md").write_text(
+            f"Review flag: class entropy > {thresholds['class_entropy']:.6g} or lesion entropy > "
+            f"{thresholds['lesion_entropy']:.6g} (thresholds chosen on val). Dice and accuracy in %.\n\n"
+            + markdown_table(table, ("group", "n", "dice", "accuracy")))
+        summary["review"] = {"thresholds": thresholds, "groups": table}
+    return summary
+
+
+def format_trust(summary: Dict[str, Any]) -> List[str]:
+    """Lines for the printed summary."""
+    lines = [f"calibration: ECE {100 * summary['ece']:.2f} % ({N_BINS} bins), Brier {summary['brier']:.4f}"]
+    if "temperature" in summary:
+        lines[0] += (f" with T = {summary['temperature']:.3f}; uncalibrated ECE "
+                     f"{100 * summary['ece_uncalibrated']:.2f} %, Brier {summary['brier_uncalibrated']:.4f}")
+    rc = summary["risk_coverage"]
+    lines.append("risk-coverage: accuracy " + ", ".join(f"{100 * v['accuracy']:.1f} % at {c}"
+                                                       for c, v in rc.items()))
+    if "review" in summary:
+        lines.append("review flag: " + "; ".join(
+            f"{g['group']} n={g['n']} Dice {_pct(g['dice'])} accuracy {_pct(g['accuracy'])}"
+            for g in summary["review"]["groups"]))
+    else:
+        lines.append("review flag: no thresholds (fit them on val with --calibrate, or pass --calibration)")
+    return lines
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value != value else f"{100 * value:.2f} %"
+
+
+def labeled_loader(part: Path, config: Dict[str, Any], batch_size: int, num_workers: int, device: torch.device):
+    """Eval-mode DataLoader over a labeled split part (the checkpoint's input size and channels)."""
+    from torch.utils.data import DataLoader
+    from Code.data import SplitDataset
+
+    dataset = SplitDataset(part, "eval", size=config["data"]["size"], in_channels=config["data"]["in_channels"])
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      pin_memory=device.type == "cuda")
