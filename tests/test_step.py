@@ -5,7 +5,6 @@ predictions exactly: lesion logit = ``s·x`` per pixel (background logit 0), mal
 so a weak pixel of value +5 is a confident lesion pseudo-label, −5 a confident background one, 0 not kept.
 Every test names the mutation of ``Code/engine/step.py`` (or the module it guards) that it was checked against.
 """
-import copy
 import math
 
 import pytest

@@ -1,7 +1,6 @@
 """engine.uncertainty: normalised entropy, lesion entropy, review thresholds and flags, risk–coverage."""
 import math
 
-import numpy as np
 import pytest
 import torch
 

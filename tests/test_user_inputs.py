@@ -7,7 +7,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from Code.data.image_io import binarize_mask, load_gray
 from Code.DataProcess.raw_readers import RawItem

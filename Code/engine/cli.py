@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from Code.engine.config import CONFIG_DIR, METHODS, load_config, parse_set_option
-from Code.engine.distributed import broadcast_object, barrier, cleanup_distributed, init_distributed
+from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
 from Code.engine.run_folder import flat_keys, prepare_run_dir
 from Code.errors import UserError
 
@@ -48,16 +48,20 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 
 def flag_overrides(args: argparse.Namespace) -> List[Dict[str, Any]]:
     """The config overrides given on the command line: the flags, then each ``--set`` item."""
-    flags: Dict[str, Any] = {}
-    for key, value in (("seed", args.seed), ("device", args.device), ("method", args.method)):
-        if value is not None:
-            flags[key] = value
+    flags = common_flags(args, ("seed", "device", "method"), "train")
+    return [flags] + [parse_set_option(item) for item in args.set]
+
+
+def common_flags(args: argparse.Namespace, top_level: Sequence[str], iters_section: str) -> Dict[str, Any]:
+    """Config overrides from the flags every entry shares: ``top_level`` keys as given, ``--data``/``--labels``
+    under ``data``, ``--iters`` under ``iters_section``."""
+    flags: Dict[str, Any] = {key: getattr(args, key) for key in top_level if getattr(args, key, None) is not None}
     data = {k: v for k, v in (("split", args.data), ("labels", args.labels)) if v is not None}
     if data:
         flags["data"] = data
     if args.iters is not None:
-        flags["train"] = {"iters": args.iters}
-    return [flags] + [parse_set_option(item) for item in args.set]
+        flags[iters_section] = {"iters": args.iters}
+    return flags
 
 
 def explicit_keys(args: argparse.Namespace) -> set:
@@ -98,18 +102,13 @@ def main(argv: Optional[Sequence[str]], task: str) -> int:
     try:
         device = select_device(config, dist.local_rank)
         run_dir = Path(args.out) if args.out else default_run_dir(config)
-        prepared: Any = None
-        if dist.is_main:
-            try:
-                prepared = prepare_run_dir(run_dir, config, args.resume, args.force, explicit_keys(args))
-                from Code.engine.data import resolve_split
-                resolve_split(prepared.config)  # builds the built-in phantom once, before other ranks read it
-            except UserError as exc:
-                prepared = exc
-        prepared = broadcast_object(prepared)
-        if isinstance(prepared, UserError):
-            raise prepared
-        return _train(prepared, run_dir, device, dist, args.stop_after)
+        def prepare():
+            from Code.engine.data import resolve_split
+            plan = prepare_run_dir(run_dir, config, args.resume, args.force, explicit_keys(args))
+            resolve_split(plan.config)  # builds the built-in phantom once, before other ranks read it
+            return plan
+
+        return _train(prepare_on_main(dist.is_main, prepare), run_dir, device, dist, args.stop_after)
     finally:
         barrier()
         cleanup_distributed()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, List
+from typing import Any, Callable, List
 
 import torch
 import torch.distributed as dist
@@ -64,6 +64,23 @@ def broadcast_object(obj: Any) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=0)
     return box[0]
+
+
+def prepare_on_main(is_main: bool, prepare: Callable[[], Any]) -> Any:
+    """``prepare()`` on rank 0 only (folder rules, data set generation), its result broadcast to every rank; a
+    ``UserError`` it raises is raised on every rank, so that all of them stop with the same one-line message."""
+    from Code.errors import UserError
+
+    prepared: Any = None
+    if is_main:
+        try:
+            prepared = prepare()
+        except UserError as exc:
+            prepared = exc
+    prepared = broadcast_object(prepared)
+    if isinstance(prepared, UserError):
+        raise prepared
+    return prepared
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -24,7 +24,7 @@ import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set
+from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
 
 import yaml
 
@@ -202,12 +202,11 @@ def describe_iters_change(saved: Dict[str, Any], iters: int, step: int, where: s
             f"step {iters})")
 
 
-def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
-                    explicit: Set[str] = frozenset()) -> RunPlan:
-    """Apply the run-folder rules to ``run_dir``; write its ``config.yaml``; return the :class:`RunPlan`.
-
-    ``explicit``: dotted config keys the user set by a flag or ``--set`` (``"*"``: all, when ``--config`` is given)."""
-    run_dir = Path(run_dir)
+def open_run_folder(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
+                    ) -> Tuple[Optional[Path], Optional[str], str]:
+    """The rules every entry shares before its own: ``--out`` is no file; ``--resume`` naming the folder's own
+    ``latest.pt`` means ``auto``; ``--force`` deletes only a run folder; a foreign folder is refused; an unstarted
+    one is cleared. Returns ``(resume path or None, resume, folder state: new | run)``."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
     resume_path = Path(resume) if resume and resume != "auto" else None
@@ -225,6 +224,16 @@ def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
         print(f"note: {run_dir} held a run that stopped before its first checkpoint; starting it afresh",
               file=sys.stderr)
         state = "new"
+    return resume_path, resume, state
+
+
+def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
+                    explicit: Set[str] = frozenset()) -> RunPlan:
+    """Apply the run-folder rules to ``run_dir``; write its ``config.yaml``; return the :class:`RunPlan`.
+
+    ``explicit``: dotted config keys the user set by a flag or ``--set`` (``"*"``: all, when ``--config`` is given)."""
+    run_dir = Path(run_dir)
+    resume_path, resume, state = open_run_folder(run_dir, config, resume, force)
     if resume_path is not None:
         if state == "run":
             own = _inside(resume_path.resolve(), run_dir.resolve())
@@ -250,6 +259,11 @@ def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
             (run_dir / "final_metrics.json").unlink(missing_ok=True)
     else:
         plan = RunPlan(config)
+    return commit_plan(run_dir, plan)
+
+
+def commit_plan(run_dir: Path, plan: RunPlan) -> RunPlan:
+    """Write ``run_dir/config.yaml`` (atomically) from the plan's config and print its notes."""
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = run_dir / ".config.yaml.tmp"
     tmp.write_text(dump_config(plan.config))

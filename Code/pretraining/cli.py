@@ -13,10 +13,9 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from Code.engine.cli import select_device
+from Code.engine.cli import common_flags, select_device
 from Code.engine.config import parse_set_option
-from Code.engine.distributed import barrier, broadcast_object, cleanup_distributed, init_distributed
-from Code.errors import UserError
+from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
 from Code.pretraining.config import load_pretrain_config
 from Code.pretraining.run_dir import prepare_pretrain_dir
 
@@ -45,15 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve_config(args: argparse.Namespace) -> Dict[str, Any]:
     """configs/pretrain.yaml ← ``--config`` ← flags ← ``--set``."""
-    flags: Dict[str, Any] = {}
-    for key, value in (("seed", args.seed), ("device", args.device)):
-        if value is not None:
-            flags[key] = value
-    data = {k: v for k, v in (("split", args.data), ("labels", args.labels)) if v is not None}
-    if data:
-        flags["data"] = data
-    if args.iters is not None:
-        flags["pretrain"] = {"iters": args.iters}
+    flags = common_flags(args, ("seed", "device"), "pretrain")
     return load_pretrain_config(args.config, [flags] + [parse_set_option(item) for item in args.set])
 
 
@@ -72,18 +63,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         device = select_device(config, dist.local_rank)
         run_dir = Path(args.out) if args.out else default_run_dir(config)
-        prepared: Any = None
-        if dist.is_main:
-            try:
-                prepared = prepare_pretrain_dir(run_dir, config, args.resume, args.force)
-                from Code.pretraining.data import resolve_pretrain_sources
-                resolve_pretrain_sources(prepared.config)  # builds the built-in phantom once, before other ranks
-            except UserError as exc:
-                prepared = exc
-        prepared = broadcast_object(prepared)
-        if isinstance(prepared, UserError):
-            raise prepared
-        return _pretrain(prepared, run_dir, device, dist, args.stop_after)
+        def prepare():
+            from Code.pretraining.data import resolve_pretrain_sources
+            plan = prepare_pretrain_dir(run_dir, config, args.resume, args.force)
+            resolve_pretrain_sources(plan.config)  # builds the built-in phantom once, before other ranks
+            return plan
+
+        return _pretrain(prepare_on_main(dist.is_main, prepare), run_dir, device, dist, args.stop_after)
     finally:
         barrier()
         cleanup_distributed()

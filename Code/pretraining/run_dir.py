@@ -9,16 +9,12 @@
 """
 from __future__ import annotations
 
-import os
-import shutil
-import sys
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 from Code.engine.checkpoint import load_checkpoint
-from Code.engine.config import dump_config
-from Code.engine.run_folder import (FREE_TO_CHANGE, RunPlan, check_force_target, clear_artefacts, differences,
-                                    folder_state, read_saved_config, truncate_metrics)
+from Code.engine.run_folder import (FREE_TO_CHANGE, RunPlan, commit_plan, differences, open_run_folder,
+                                    read_saved_config, truncate_metrics)
 from Code.errors import UserError
 
 TASK = "pretrain"
@@ -34,21 +30,7 @@ def _checkpoint(path: Path) -> Dict[str, Any]:
 def prepare_pretrain_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool) -> RunPlan:
     """Apply the rules of the module docstring; write ``run_dir/config.yaml``; return the :class:`RunPlan`."""
     run_dir = Path(run_dir)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"--out {run_dir} is an existing file, not a folder; choose another --out")
-    resume_path = Path(resume) if resume and resume != "auto" else None
-    if resume_path is not None and resume_path.resolve() == (run_dir / "checkpoints" / "latest.pt").resolve():
-        resume_path, resume = None, "auto"
-    if force and run_dir.exists():
-        check_force_target(run_dir, config, resume_path)
-        shutil.rmtree(run_dir)
-    state = folder_state(run_dir)
-    if state == "foreign":
-        raise UserError(f"{run_dir} exists and is not a Hermes run folder; choose another --out "
-                        "(--force deletes only run folders)")
-    if state == "unstarted":
-        clear_artefacts(run_dir)
-        state = "new"
+    resume_path, resume, state = open_run_folder(run_dir, config, resume, force)
     if resume_path is not None:
         if state == "run":
             raise UserError(f"--resume {resume_path}: {run_dir} already holds a run; resume into a new --out")
@@ -72,10 +54,4 @@ def prepare_pretrain_dir(run_dir: Path, config: Dict[str, Any], resume: Optional
             plan.notes.append(f"dropped {dropped} metrics.csv row(s) written after the checkpoint's step {step}")
     else:
         plan = RunPlan(config)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(dump_config(plan.config))
-    os.replace(tmp, run_dir / "config.yaml")
-    for note in plan.notes:
-        print(f"note: {note}", file=sys.stderr)
-    return plan
+    return commit_plan(run_dir, plan)
