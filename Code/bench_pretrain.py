@@ -18,7 +18,7 @@ from typing import Optional, Sequence
 import torch
 
 from Code.engine.config import parse_set_option
-from Code.engine.trainer import amp_dtype, seed_everything
+from Code.engine.runtime import amp_dtype, seed_everything
 from Code.errors import UserError
 from Code.pretraining.config import load_pretrain_config
 from Code.pretraining.moco import KeyQueue, ProjectionBranch, make_key_branch

@@ -21,7 +21,7 @@ from Code.engine.builders import build_model, build_optimizers
 from Code.engine.config import METHODS, load_config, parse_set_option
 from Code.engine.step import StepContext, train_step
 from Code.engine.teacher import build_teacher
-from Code.engine.trainer import amp_dtype, apply_gradients, seed_everything
+from Code.engine.runtime import amp_dtype, apply_gradients, seed_everything
 from Code.errors import UserError
 
 

@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import sys
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-import numpy as np
 import torch
 import torch.distributed as torch_dist
 from tqdm import tqdm
@@ -31,61 +29,9 @@ from Code.engine.diagnostics import PseudoLabelMonitor
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow
 from Code.engine.step import StepContext, train_step
+from Code.engine.runtime import amp_dtype, apply_gradients, rng_state, seed_everything, set_rng_state, to_device
 from Code.engine.teacher import build_teacher
 from Code.errors import UserError
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2 ** 32))
-    torch.manual_seed(seed)
-
-
-def rng_state() -> Dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def amp_dtype(config: Dict[str, Any], device: torch.device) -> Optional[torch.dtype]:
-    """bf16 where the GPU supports it, else fp16; ``None`` (full precision) on CPU or with ``train.amp: false``."""
-    if device.type != "cuda" or not config["train"]["amp"]:
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def apply_gradients(loss: torch.Tensor, scaler: torch.amp.GradScaler, optimizers, schedulers, clip: float) -> None:
-    """One backward of the total loss, then every optimiser steps (no gradient is computed twice or discarded)."""
-    for opt in optimizers:
-        opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    for opt in optimizers:
-        if clip > 0:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_([p for g in opt.param_groups for p in g["params"]], clip)
-        scaler.step(opt)
-    scaler.update()
-    for sched in schedulers:
-        sched.step()
-
-
-def _to_device(batch, device: torch.device, channels_last: bool):
-    out = []
-    for item in batch:
-        item = item.to(device, non_blocking=True)
-        if channels_last and item.dim() == 4:
-            item = item.contiguous(memory_format=torch.channels_last)
-        out.append(item)
-    return out
 
 
 class Trainer:
@@ -234,10 +180,10 @@ class Trainer:
         return {"step": self.step, "stopped": True}
 
     def _train_one_step(self) -> Dict[str, Any]:
-        labeled = _to_device(next(self.labeled_stream), self.device, self.channels_last)
+        labeled = to_device(next(self.labeled_stream), self.device, self.channels_last)
         unlabeled, truth = None, None
         if self.unlabeled_stream is not None:
-            batch = _to_device(next(self.unlabeled_stream), self.device, self.channels_last)
+            batch = to_device(next(self.unlabeled_stream), self.device, self.channels_last)
             unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters train_step
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:

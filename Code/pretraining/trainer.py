@@ -25,7 +25,7 @@ from Code.engine.checkpoint import clean_state_dict, save_checkpoint
 from Code.engine.data import BatchStream
 from Code.engine.distributed import DistInfo, all_gather_objects, all_gather_tensor, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow
-from Code.engine.trainer import amp_dtype, apply_gradients, rng_state, seed_everything, set_rng_state
+from Code.engine.runtime import amp_dtype, apply_gradients, rng_state, seed_everything, set_rng_state
 from Code.errors import UserError
 from Code.losses.infonce import infonce_loss
 from Code.pretraining.data import TwoViewDataset, resolve_pretrain_sources
