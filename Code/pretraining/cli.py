@@ -13,7 +13,7 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 
-from Code.engine.cli import common_flags, select_device
+from Code.engine.cli import add_run_control_arguments, common_flags, select_device
 from Code.engine.config import parse_set_option
 from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
 from Code.pretraining.config import load_pretrain_config
@@ -32,13 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, help="pre-training iterations")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--resume",
-                        help="'auto' continues the run in --out with its saved config; or a checkpoint path")
-    parser.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
-    parser.add_argument("--stop-after", type=int, metavar="K",
-                        help="save latest.pt and stop once step K is reached, as if interrupted (resume later)")
-    parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                        help="override any config key (repeatable)")
+    add_run_control_arguments(parser)
     return parser
 
 
