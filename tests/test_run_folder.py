@@ -206,3 +206,29 @@ def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path)
     assert f"test metrics at the final step ({step + 1})" in shorter.stdout and metric_steps(run)[-1] == str(step + 1)
     refused = _train(phantom_split, run, "--iters", step)
     assert refused.returncode == 2 and f"already at step {step + 1}" in refused.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_group_signal_with_loader_workers_saves(phantom_split, tmp_path, sig):
+    """A Ctrl-C in a terminal (or ``kill -- -PGID``) signals the DataLoader workers too: the run must still save
+    latest.pt and print how to continue. Mutation checked: without ``worker_init_fn=ignore_stop_signals`` the SIGTERM
+    case dies on "DataLoader worker ... is killed by signal: Terminated" (exit 1, no mid-run latest.pt); PyTorch's
+    workers already swallow SIGINT, so that case guards the terminal path against a regression."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(REPO_ROOT / "Code" / "seg_train.py"), "--config", str(SMOKE), "--data",
+           str(phantom_split), "--labels", "4", "--out", str(run), "--iters", "400", "--set", "data.num_workers=1"]
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True,  # its own process group, like a terminal's foreground job
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("run ") or not line:
+            break
+    time.sleep(3)
+    os.killpg(proc.pid, sig)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 130, err[-2000:]  # "stopped on request", whichever signal
+    assert "exited unexpectedly" not in err and "killed by signal" not in err
+    step = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
+    assert 0 < step < 400 and f"stopped at step {step}" in out

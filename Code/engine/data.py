@@ -6,6 +6,7 @@ seeded by ``(seed, stream, e)``. A stream is then fully described by the number 
 """
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -101,6 +102,17 @@ class InfiniteBatchSampler(Sampler):
         return self.batches_per_epoch
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGINT / SIGTERM, which only the main process handles.
+
+    A Ctrl-C in a terminal (or ``kill -- -PGID``, or a batch scheduler) signals the whole process group. Without
+    this the workers die first, and the main process fails on "DataLoader worker exited unexpectedly" instead of
+    saving ``latest.pt`` after the current step. Workers still stop when the loader shuts them down, and when the
+    main process dies (PyTorch's worker watchdog)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 class BatchStream:
     """An endless, resumable stream of training batches; ``consumed`` is its whole state."""
 
@@ -116,7 +128,7 @@ class BatchStream:
                                        start=self.consumed)
         loader = DataLoader(_EpochTagged(self.dataset), batch_sampler=sampler, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, persistent_workers=False, generator=torch.Generator(),
-                            prefetch_factor=2 if self.num_workers > 0 else None)
+                            prefetch_factor=2 if self.num_workers > 0 else None, worker_init_fn=ignore_stop_signals)
         return iter(loader)
 
     def __next__(self):
@@ -172,4 +184,5 @@ def build_eval_loader(config: Dict[str, Any], split: Path, dist: DistInfo, part:
         raise UserError(f"the {part} list {split / part / 'labeled.txt'} is empty")
     sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=False) if dist.enabled else None
     return DataLoader(dataset, batch_size=config["eval"]["batch_size"], shuffle=False, sampler=sampler,
-                      num_workers=min(data["num_workers"], 2), generator=torch.Generator())
+                      num_workers=min(data["num_workers"], 2), generator=torch.Generator(),
+                      worker_init_fn=ignore_stop_signals)
