@@ -9,8 +9,9 @@ recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``fin
 one — the row whose **val** metrics (``val_<name>`` columns) score highest by the run's task (``best_score``:
 seg → Dice, cls → accuracy then AUC); test metrics are never used to choose. A run without val columns (a split
 without ``val/``) has no ``best``: its final row is used and the caption says so. The run's ``eval.select``
-decides unless ``--select`` overrides it. Below the tables, one line per run lists test at the val-chosen and at
-the final step (the per-seed pairs). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
+decides unless ``--select`` overrides it. Below the tables: the paired gain of each method over supervised-only
+(Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
+val-chosen and at the final step (the per-seed pairs). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
 (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
 std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
 only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is
@@ -34,149 +35,16 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
-from Code.engine.evaluation import METRIC_KEYS, best_score
 from Code.errors import UserError, run_cli
+from Code.reporting.pairs import gains_markdown, runs_markdown
+from Code.reporting.runs import find_runs, method_key, read_run, split_config_variants
 
-METHOD_ORDER = ("supervised", "fixmatch", "hermes")
 TABLES = ("dice", "accuracy", "balanced_accuracy", "auc", "iou", "dice_global", "sensitivity", "specificity", "f1")
 TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
           "balanced_accuracy": "Balanced accuracy (%)", "sensitivity": "Sensitivity (%)", "specificity": "Specificity (%)", "f1": "F1 malignant (%)",
           "auc": "AUC (%)"}
 SEG_METRICS = {"dice", "dice_global", "iou"}
-
-
-def find_runs(paths: Sequence[str]) -> List[Path]:
-    """Run folders (with ``metrics.csv``) named by ``paths`` or found below them, sorted and without duplicates."""
-    runs: List[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if (path / "metrics.csv").is_file():
-            runs.append(path)
-        elif path.is_dir():
-            runs.extend(sorted(p.parent for p in path.rglob("metrics.csv")))
-        else:
-            raise UserError(f"not a run folder or folder of runs: {path}")
-    unique = list(dict.fromkeys(p.resolve() for p in runs))
-    if not unique:
-        raise UserError(f"no runs (folders with metrics.csv) found in {', '.join(paths)}")
-    return unique
-
-
-def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
-    """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns)."""
-    with path.open(newline="") as handle:
-        reader = csv.DictReader(handle)
-        missing = [k for k in ("step", "dice", "accuracy", "auc") if k not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path}: missing columns {', '.join(missing)}")
-        try:
-            return [{k: float(v) for k, v in row.items() if k is not None} for row in reader]
-        except (TypeError, ValueError) as exc:
-            raise UserError(f"{path}: unreadable value ({exc})") from None
-
-
-def _val_metrics(row: Dict[str, float]) -> Optional[Dict[str, float]]:
-    if any(f"val_{k}" not in row or math.isnan(row[f"val_{k}"]) for k in ("dice", "accuracy")):
-        return None
-    return {k: row.get(f"val_{k}", math.nan) for k in METRIC_KEYS}
-
-
-def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Tuple[Dict[str, float], str]:
-    """``(row, how)``: the ``final`` (last) row, or the first row with the highest ``best_score`` of its **val**
-    metrics for ``task`` (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
-    if select == "final":
-        return rows[-1], "final"
-    scored = [(row, _val_metrics(row)) for row in rows]
-    scored = [(row, val) for row, val in scored if val is not None]
-    if not scored:
-        return rows[-1], "final (no val)"
-    best, best_val = scored[0]
-    for row, val in scored[1:]:
-        if best_score(val, task) > best_score(best_val, task):
-            best, best_val = row, val
-    return best, "best (val)"
-
-
-def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
-    """One run's identity (method, dataset, label budget, seed, task) and its selected metrics; None if empty."""
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(f"{run}: no config.yaml next to metrics.csv")
-    config = yaml.safe_load(cfg_path.read_text()) or {}
-    rows = read_metrics_csv(run / "metrics.csv")
-    if not rows:
-        return None
-    task = config.get("task", "seg")
-    select = select_override or config.get("eval", {}).get("select", "best")
-    split = config.get("data", {}).get("split")
-    labels = config.get("data", {}).get("labels")
-    row, how = select_row(rows, select, task)
-    best, best_how = select_row(rows, "best", task)
-    return {"run": run, "method": config.get("method", "?"), "task": task, "select": how,
-            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
-            "seed": config.get("seed"), "step": int(row["step"]),
-            "metrics": {k: row.get(k, math.nan) for k in METRIC_KEYS},
-            "best_step": int(best["step"]) if best_how == "best (val)" else None,
-            "best_metrics": {k: best.get(k, math.nan) for k in METRIC_KEYS} if best_how == "best (val)" else None,
-            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS},
-            "config": config}
-
-
-PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
-
-
-def runs_markdown(results: List[Dict[str, Any]]) -> str:
-    """One line per run: test metrics at the val-chosen step and at the final step (the per-seed pairs)."""
-    def fmt(metrics: Optional[Dict[str, float]]) -> List[str]:
-        return ["n/a" if metrics is None or math.isnan(metrics[k]) else f"{100 * metrics[k]:.2f}"
-                for k in PAIR_METRICS]
-
-    header = ["method", "task", "labels", "seed", "val-chosen step", *(f"{k} @val" for k in PAIR_METRICS),
-              "final step", *(f"{k} @final" for k in PAIR_METRICS)]
-    lines = ["**Per run** — test metrics (%) at the step chosen on val and at the final step.", "",
-             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    order = sorted(results, key=lambda r: (_method_key(r["method"]), r["task"], str(r["labels"]), str(r["seed"])))
-    for r in order:
-        best_step = "n/a (no val)" if r["best_step"] is None else str(r["best_step"])
-        cells = [r["method"], r["task"], str(r["labels"]), str(r["seed"]), best_step, *fmt(r["best_metrics"]),
-                 str(r["final_step"]), *fmt(r["final_metrics"])]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-POOLING_IGNORES = ("seed", "device", "log", "data.num_workers")  # keys in which seeds of one experiment may differ
-
-
-def _flat(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out: Dict[str, Any] = {}
-    for key, value in config.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        elif not any(f"{prefix}{key}" == k or f"{prefix}{key}".startswith(k + ".") for k in POOLING_IGNORES):
-            out[f"{prefix}{key}"] = value
-    return out
-
-
-def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
-    """Runs of one cell (method, dataset, label budget) are pooled as seeds only if their configs agree in all but
-    ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, …)`` named by the keys that
-    tell them apart. Renames ``results[i]["method"]`` in place; returns one note per split cell."""
-    cells: Dict[Tuple[str, str, Any, str], List[Dict[str, Any]]] = defaultdict(list)
-    for r in results:  # the task is part of the cell: seg and cls runs feed different tables
-        cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
-    notes = []
-    for (method, dataset, labels, task), runs in cells.items():
-        flats = [_flat(r["config"]) for r in runs]
-        keys = sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
-        if not keys:
-            continue
-        for r, f in zip(runs, flats):
-            r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys[:3])}{', …' if len(keys) > 3 else ''})"
-        notes.append(f"{task} runs of {method}, {dataset} {labels} labels have different configs (differ in: "
-                     f"{', '.join(keys[:6])}); reported as separate rows, not pooled as seeds")
-    return notes
 
 
 def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
@@ -185,11 +53,6 @@ def mean_std(values: Sequence[float]) -> Tuple[float, float, int]:
     if vals.size == 0:
         return math.nan, math.nan, 0
     return float(vals.mean()), float(vals.std(ddof=1)) if vals.size > 1 else 0.0, int(vals.size)
-
-
-def _method_key(method: str) -> Tuple[int, str]:
-    base = method.split(" (")[0]  # a config variant "hermes (train.iters=400)" sorts with its method
-    return (METHOD_ORDER.index(base), method) if base in METHOD_ORDER else (len(METHOD_ORDER), method)
 
 
 def _column_key(col: Tuple[str, Any]) -> Tuple[str, int, float]:
@@ -208,7 +71,7 @@ def build_table(results: List[Dict[str, Any]], metric: str) -> Optional[Dict[str
     if all(n == 0 for _, _, n in cells.values()):
         return None
     return {"metric": metric, "title": TITLES[metric], "tasks": sorted({r["task"] for r in source}), "cells": cells,
-            "methods": sorted({m for m, _ in cells}, key=_method_key),
+            "methods": sorted({m for m, _ in cells}, key=method_key),
             "columns": sorted({c for _, c in cells}, key=_column_key),
             "selects": Counter(r["select"] for r in source)}
 
@@ -271,7 +134,7 @@ def plot_tables(tables: List[Dict[str, Any]], path: Path) -> None:
 
     shown = [t for t in tables if t["metric"] in ("dice", "accuracy")]
     fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4), squeeze=False)
-    every = sorted({m for t in shown for m in t["methods"]}, key=_method_key)  # one colour per method
+    every = sorted({m for t in shown for m in t["methods"]}, key=method_key)  # one colour per method
     for ax, t in zip(axes[0], shown):
         several = len({d for d, _ in t["columns"]}) > 1
         width = 0.8 / len(t["methods"])
@@ -318,7 +181,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for note in split_config_variants(results):
         print(f"note: {note}", file=sys.stderr)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
-    text = "\n\n".join([*(table_markdown(t) for t in tables), runs_markdown(results)]) + "\n"
+    gains = gains_markdown(results)
+    text = "\n\n".join([*(table_markdown(t) for t in tables), *([gains] if gains else []), runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
     out.mkdir(parents=True, exist_ok=True)

@@ -135,3 +135,23 @@ def test_runs_with_different_configs_are_not_pooled_as_seeds(tmp_path, capsys):
     dice = _table(captured.out, "Dice (%)")
     assert dice[2:] == [["hermes (train.iters=200)", "75.00 ± 7.07"], ["hermes (train.iters=400)", "90.00 (n = 1)"]]
     assert "different configs (differ in: train.iters)" in captured.err
+
+
+def test_paired_gain_over_supervised_by_seed(tmp_path, capsys):
+    """Δ = method − supervised of the same seed, at the val-chosen and the final step; an unpaired seed is left
+    out. Mutations checked: pairing by run order instead of seed; taking the supervised run's final row for
+    the val-chosen Δ."""
+    d = lambda test, val=None: {"dice": test} if val is None else {"dice": val}  # noqa: E731
+    make_run(tmp_path, "supervised", 8, 0, "seg", [(1, d(.60), d(.9)), (2, d(.70), d(.5))])  # val-chosen .60, final .70
+    make_run(tmp_path, "supervised", 8, 1, "seg", [(1, d(.50))])
+    make_run(tmp_path, "hermes", 8, 2, "seg", [(1, d(.99))])  # no supervised seed 2: unpaired
+    make_run(tmp_path, "hermes", 8, 0, "seg", [(1, d(.65), d(.2)), (2, d(.66), d(.8))])  # val-chosen = final = .66
+    make_run(tmp_path, "hermes", 8, 1, "seg", [(1, d(.58))])
+    assert report.main([str(tmp_path)]) == 0
+    rows = _table(capsys.readouterr().out, "Paired gain over supervised-only")
+    assert rows[0][:6] == ["method", "task", "data", "labels", "test at", "Δ dice"]
+    # val-chosen: Δ = .66 − .60 = +6, .58 − .50 = +8 → mean +7.00, std 1.41, ahead in 2 of 2
+    assert rows[2][:6] == ["hermes", "seg", "phantom", "8", "val-chosen step", "+7.00 ± 1.41 (2/2)"]
+    # final: .66 − .70 = −4, +8 → mean +2.00, std sqrt(6² + 6²) = 8.49, ahead in 1 of 2
+    assert rows[3][:6] == ["hermes", "seg", "phantom", "8", "final step", "+2.00 ± 8.49 (1/2)"]
+    assert len(rows) == 4  # supervised has no row of its own

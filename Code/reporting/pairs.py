@@ -1,0 +1,81 @@
+"""Per-run lines and paired seed-by-seed gains over supervised-only, for report.py.
+
+A gain is paired: for each seed present in both, Δ = metric(method, seed) − metric(supervised, seed) on the same
+task, data set and label budget, at the val-chosen step and at the final step. Reported as mean ± sample std of
+Δ over seeds and the number of seeds in which the method is ahead (Δ > 0).
+"""
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from typing import Any, Dict, List, Optional, Tuple
+
+import numpy as np
+
+from Code.reporting.runs import method_key
+
+PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
+
+
+def runs_markdown(results: List[Dict[str, Any]]) -> str:
+    """One line per run: test metrics at the val-chosen step and at the final step (the per-seed pairs)."""
+    def fmt(metrics: Optional[Dict[str, float]]) -> List[str]:
+        return ["n/a" if metrics is None or math.isnan(metrics[k]) else f"{100 * metrics[k]:.2f}"
+                for k in PAIR_METRICS]
+
+    header = ["method", "task", "labels", "seed", "val-chosen step", *(f"{k} @val" for k in PAIR_METRICS),
+              "final step", *(f"{k} @final" for k in PAIR_METRICS)]
+    lines = ["**Per run** — test metrics (%) at the step chosen on val and at the final step.", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = sorted(results, key=lambda r: (method_key(r["method"]), r["task"], str(r["labels"]), str(r["seed"])))
+    for r in order:
+        best_step = "n/a (no val)" if r["best_step"] is None else str(r["best_step"])
+        cells = [r["method"], r["task"], str(r["labels"]), str(r["seed"]), best_step, *fmt(r["best_metrics"]),
+                 str(r["final_step"]), *fmt(r["final_metrics"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _gain_cell(deltas: List[float]) -> str:
+    vals = [d for d in deltas if not math.isnan(d)]
+    if not vals:
+        return "n/a"
+    mean = 100 * float(np.mean(vals))
+    spread = f" ± {100 * float(np.std(vals, ddof=1)):.2f}" if len(vals) > 1 else ""
+    return f"{mean:+.2f}{spread} ({sum(d > 0 for d in vals)}/{len(vals)})"
+
+
+def paired_gains(results: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]]:
+    """``{(method, task, dataset, labels, at): {metric: [Δ per shared seed]}}``, ``at`` ∈ {"val", "final"};
+    Δ against the ``supervised`` run of the same task, data set, label budget and seed."""
+    base = {(r["task"], r["dataset"], r["labels"], r["seed"]): r for r in results if r["method"] == "supervised"}
+    gains: Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in results:
+        ref = base.get((r["task"], r["dataset"], r["labels"], r["seed"]))
+        if r["method"] == "supervised" or ref is None:
+            continue
+        for at, key in (("val", "best_metrics"), ("final", "final_metrics")):
+            if r[key] is None or ref[key] is None:
+                continue
+            for metric in PAIR_METRICS:
+                gains[(r["method"], r["task"], r["dataset"], r["labels"], at)][metric].append(
+                    r[key][metric] - ref[key][metric])
+    return gains
+
+
+def gains_markdown(results: List[Dict[str, Any]]) -> Optional[str]:
+    """The paired gains over supervised-only as a Markdown table; None when no run has a supervised partner."""
+    gains = paired_gains(results)
+    if not gains:
+        return None
+    header = ["method", "task", "data", "labels", "test at", *(f"Δ {k}" for k in PAIR_METRICS)]
+    lines = ["**Paired gain over supervised-only** — test, percentage points, Δ = method − supervised of the same "
+             "seed; mean ± sample std over seeds (seeds ahead / seeds).", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    order = sorted(gains, key=lambda k: (method_key(k[0]), k[1], k[2], str(k[3]), k[4] != "val"))
+    for method, task, dataset, labels, at in order:
+        cells = gains[(method, task, dataset, labels, at)]
+        label = "val-chosen step" if at == "val" else "final step"
+        lines.append("| " + " | ".join([method, task, dataset, str(labels), label,
+                                        *(_gain_cell(cells[k]) for k in PAIR_METRICS)]) + " |")
+    return "\n".join(lines)

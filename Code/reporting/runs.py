@@ -1,0 +1,131 @@
+"""Reading training runs for reports: finding run folders, picking one evaluation row per run (by **val**
+metrics only), and telling apart runs whose configs differ in more than the seed."""
+from __future__ import annotations
+
+import csv
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import yaml
+
+from Code.engine.evaluation import METRIC_KEYS, best_score
+from Code.errors import UserError
+
+METHOD_ORDER = ("supervised", "fixmatch", "hermes")
+
+
+def find_runs(paths: Sequence[str]) -> List[Path]:
+    """Run folders (with ``metrics.csv``) named by ``paths`` or found below them, sorted and without duplicates."""
+    runs: List[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if (path / "metrics.csv").is_file():
+            runs.append(path)
+        elif path.is_dir():
+            runs.extend(sorted(p.parent for p in path.rglob("metrics.csv")))
+        else:
+            raise UserError(f"not a run folder or folder of runs: {path}")
+    unique = list(dict.fromkeys(p.resolve() for p in runs))
+    if not unique:
+        raise UserError(f"no runs (folders with metrics.csv) found in {', '.join(paths)}")
+    return unique
+
+
+def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
+    """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns)."""
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [k for k in ("step", "dice", "accuracy", "auc") if k not in (reader.fieldnames or [])]
+        if missing:
+            raise UserError(f"{path}: missing columns {', '.join(missing)}")
+        try:
+            return [{k: float(v) for k, v in row.items() if k is not None} for row in reader]
+        except (TypeError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable value ({exc})") from None
+
+
+def _val_metrics(row: Dict[str, float]) -> Optional[Dict[str, float]]:
+    if any(f"val_{k}" not in row or math.isnan(row[f"val_{k}"]) for k in ("dice", "accuracy")):
+        return None
+    return {k: row.get(f"val_{k}", math.nan) for k in METRIC_KEYS}
+
+
+def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Tuple[Dict[str, float], str]:
+    """``(row, how)``: the ``final`` (last) row, or the first row with the highest ``best_score`` of its **val**
+    metrics for ``task`` (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
+    if select == "final":
+        return rows[-1], "final"
+    scored = [(row, _val_metrics(row)) for row in rows]
+    scored = [(row, val) for row, val in scored if val is not None]
+    if not scored:
+        return rows[-1], "final (no val)"
+    best, best_val = scored[0]
+    for row, val in scored[1:]:
+        if best_score(val, task) > best_score(best_val, task):
+            best, best_val = row, val
+    return best, "best (val)"
+
+
+def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
+    """One run's identity (method, dataset, label budget, seed, task) and its selected metrics; None if empty."""
+    cfg_path = run / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run}: no config.yaml next to metrics.csv")
+    config = yaml.safe_load(cfg_path.read_text()) or {}
+    rows = read_metrics_csv(run / "metrics.csv")
+    if not rows:
+        return None
+    task = config.get("task", "seg")
+    select = select_override or config.get("eval", {}).get("select", "best")
+    split = config.get("data", {}).get("split")
+    labels = config.get("data", {}).get("labels")
+    row, how = select_row(rows, select, task)
+    best, best_how = select_row(rows, "best", task)
+    return {"run": run, "method": config.get("method", "?"), "task": task, "select": how,
+            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
+            "seed": config.get("seed"), "step": int(row["step"]),
+            "metrics": {k: row.get(k, math.nan) for k in METRIC_KEYS},
+            "best_step": int(best["step"]) if best_how == "best (val)" else None,
+            "best_metrics": {k: best.get(k, math.nan) for k in METRIC_KEYS} if best_how == "best (val)" else None,
+            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS},
+            "config": config}
+
+
+POOLING_IGNORES = ("seed", "device", "log", "data.num_workers")  # keys in which seeds of one experiment may differ
+
+
+def _flat(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out: Dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        elif not any(f"{prefix}{key}" == k or f"{prefix}{key}".startswith(k + ".") for k in POOLING_IGNORES):
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
+    """Runs of one cell (method, dataset, label budget) are pooled as seeds only if their configs agree in all but
+    ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, …)`` named by the keys that
+    tell them apart. Renames ``results[i]["method"]`` in place; returns one note per split cell."""
+    cells: Dict[Tuple[str, str, Any, str], List[Dict[str, Any]]] = defaultdict(list)
+    for r in results:  # the task is part of the cell: seg and cls runs feed different tables
+        cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
+    notes = []
+    for (method, dataset, labels, task), runs in cells.items():
+        flats = [_flat(r["config"]) for r in runs]
+        keys = sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
+        if not keys:
+            continue
+        for r, f in zip(runs, flats):
+            r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys[:3])}{', …' if len(keys) > 3 else ''})"
+        notes.append(f"{task} runs of {method}, {dataset} {labels} labels have different configs (differ in: "
+                     f"{', '.join(keys[:6])}); reported as separate rows, not pooled as seeds")
+    return notes
+
+
+def method_key(method: str) -> Tuple[int, str]:
+    base = method.split(" (")[0]  # a config variant "hermes (train.iters=400)" sorts with its method
+    return (METHOD_ORDER.index(base), method) if base in METHOD_ORDER else (len(METHOD_ORDER), method)
