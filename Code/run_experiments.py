@@ -12,6 +12,8 @@ command resolves: the same config with ``final_metrics.json`` is finished and sk
 continued with ``--resume auto``; a change of ``train.iters`` only extends the run (the entry's rule); any other
 change is not run and counted as failed, so that a report never shows results of an older config as current. A failed
 run does not stop the grid; the exit status is 1 if any run failed. ``--dry-run`` prints the plan and commands.
+Ctrl-C (SIGINT) or SIGTERM stops the grid cleanly: the running training is asked to save ``latest.pt`` after its
+current step (it gets SIGTERM) and the grid waits for it, then exits with 130; the same command continues.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import _bootstrap  # noqa: F401
 
 import argparse
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -104,6 +107,28 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def run_child(cmd: Sequence[str]) -> Tuple[int, Optional[int]]:
+    """Run one training; ``(exit code, stopping signal or None)``. SIGINT / SIGTERM are passed on to the training
+    as SIGTERM (save ``latest.pt`` after this step, then stop) and waited for, never turned into a kill: Python's
+    ``subprocess.call`` would SIGKILL the child on Ctrl-C and lose the steps since its last checkpoint. A terminal's
+    Ctrl-C reaches the training directly as well; the extra SIGTERM asks for the same stop."""
+    proc = subprocess.Popen(cmd)
+    stop: List[int] = []
+
+    def forward(signum, _frame):
+        stop.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code, (stop[0] if stop else None)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -131,8 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             continue
         print(f"{prefix} {action}: {shlex.join(cmd)}", flush=True)
         start = time.monotonic()
-        code = subprocess.call(cmd)
+        code, stopped_by = run_child(cmd)
         took = time.monotonic() - start
+        if stopped_by is not None:
+            print(f"{prefix} stopped by {signal.Signals(stopped_by).name} (exit {code}, {took:.0f} s); grid stopped: "
+                  "run the same command again to continue", flush=True)
+            return 130
         if code == 0:
             counts["ran"] += 1
             print(f"{prefix} ok ({took:.0f} s)", flush=True)

@@ -119,3 +119,48 @@ def test_finished_runs_with_another_config_are_not_skipped(grid, tmp_path, monke
     assert "supervised_n8_s1: extend:" in lines[1] and "--resume" not in lines[1]
     assert "supervised_n8_s2: NOT RUN" in lines[3] and "differs in: loss.cls" in lines[3]
     assert (out / "supervised_n8_s1" / "argv.json").is_file() and not (out / "supervised_n8_s2" / "argv.json").exists()
+
+
+SLOW_ENTRY = """
+import signal, sys, time
+from pathlib import Path
+args = sys.argv[1:]
+out = Path(args[args.index("--out") + 1])
+out.mkdir(parents=True, exist_ok=True)
+def save_and_stop(signum, frame):
+    (out / "saved").write_text(signal.Signals(signum).name)
+    sys.exit(130)
+signal.signal(signal.SIGTERM, save_and_stop)
+(out / "started").write_text("")
+time.sleep(120)
+"""
+
+
+def test_ctrl_c_lets_the_running_training_save_and_stops_the_grid(grid, tmp_path, monkeypatch, capsys):
+    """Ctrl-C on the grid: the training gets SIGTERM (its save-and-stop signal) and is waited for; the next runs
+    do not start. Mutation checked: ``subprocess.call`` (Python SIGKILLs the child on KeyboardInterrupt, so
+    nothing is saved, and the grid dies with a traceback)."""
+    import os
+    import signal
+    import threading
+    import time
+
+    config, out = grid
+    entry = tmp_path / "slow_train.py"
+    entry.write_text(SLOW_ENTRY)
+    monkeypatch.setitem(run_experiments.ENTRIES, "seg", entry)
+
+    def interrupt_when_started():
+        deadline = time.monotonic() + 60
+        while not (out / "supervised_n8_s0" / "started").is_file() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    threading.Thread(target=interrupt_when_started, daemon=True).start()
+    code = run_experiments.main(["--config", str(config), "--methods", "supervised", "--labels", "8",
+                                 "--seeds", "0", "1", "--out", str(out)])
+    text = capsys.readouterr().out
+    assert code == 130
+    assert (out / "supervised_n8_s0" / "saved").read_text() == "SIGTERM"
+    assert "stopped by SIGINT" in text and "run the same command again" in text
+    assert not (out / "supervised_n8_s1").exists()
