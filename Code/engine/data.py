@@ -106,9 +106,10 @@ def ignore_stop_signals(_worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: workers ignore SIGINT / SIGTERM, which only the main process handles.
 
     A Ctrl-C in a terminal (or ``kill -- -PGID``, or a batch scheduler) signals the whole process group. Without
-    this the workers die first, and the main process fails on "DataLoader worker exited unexpectedly" instead of
-    saving ``latest.pt`` after the current step. Workers still stop when the loader shuts them down, and when the
-    main process dies (PyTorch's worker watchdog)."""
+    this a SIGTERM kills the workers first, and the main process fails on "DataLoader worker ... is killed by
+    signal: Terminated" instead of saving ``latest.pt`` after the current step (PyTorch's workers already swallow
+    SIGINT). Workers still stop when the loader shuts them down, and when the main process dies (PyTorch's
+    worker watchdog)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
