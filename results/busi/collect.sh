@@ -10,9 +10,9 @@ for task in seg cls; do
     OMP_NUM_THREADS=1 $PY Code/report.py runs/busi/$task --out results/busi/$task > /dev/null
   fi
 done
-for d in runs/busi/seg/* runs/busi/cls/* runs/busi/ablation/*; do
-  [ -d "$d" ] || continue
-  name=$(basename "$(dirname "$d")")/$(basename "$d")
+for csv in $(find runs/busi -name metrics.csv | sort); do
+  d=$(dirname "$csv")
+  name=${d#runs/busi/}
   mkdir -p "results/busi/runs/$name"
   for f in config.yaml metrics.csv pseudo_labels.csv final_metrics.json; do
     if [ -f "$d/$f" ]; then cp "$d/$f" "results/busi/runs/$name/"; fi
