@@ -177,6 +177,16 @@ def _train(split, out, *extra):
     return subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=600)
 
 
+def wait_until_training(proc: subprocess.Popen) -> None:
+    """Read the trainer's stderr up to its "run …" line (the loop has started), then let it take a few steps."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        line = proc.stderr.readline()
+        if line.startswith("run ") or not line:
+            break
+    time.sleep(3)
+
+
 def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path):
     """Defects 6 and 7 and §3 through seg_train.py (extending a finished run: the unit test above). Mutations checked: without the signal handler Ctrl-C leaves no
     latest.pt ('error: interrupted'); without the 'unstarted' rule the corrected command is refused."""
@@ -187,12 +197,7 @@ def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path)
            str(phantom_split), "--labels", "4", "--out", str(run), "--iters", "400"]
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as in a terminal
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if line.startswith("run ") or not line:
-            break
-    time.sleep(3)
+    wait_until_training(proc)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]
@@ -220,12 +225,7 @@ def test_group_signal_with_loader_workers_saves(phantom_split, tmp_path, sig):
     proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True,  # its own process group, like a terminal's foreground job
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        line = proc.stderr.readline()
-        if line.startswith("run ") or not line:
-            break
-    time.sleep(3)
+    wait_until_training(proc)
     os.killpg(proc.pid, sig)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 130, err[-2000:]  # "stopped on request", whichever signal
