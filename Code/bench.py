@@ -10,6 +10,7 @@ for options).
 """
 import _bootstrap  # noqa: F401
 
+import importlib
 import sys
 
 from Code.errors import UserError, run_cli
@@ -22,19 +23,7 @@ def main(argv=None) -> int:
     if not argv or argv[0] not in NAMES:
         raise UserError(f"usage: python Code/bench.py {{{','.join(NAMES)}}} [options]")
     name, rest = argv[0], argv[1:]
-    if name == "data":
-        from Code.bench_data import main as run
-    elif name == "losses":
-        from Code.bench_losses import main as run
-    elif name == "gpu":
-        from Code.bench_gpu import main as run
-    elif name == "export":
-        from Code.bench_export import main as run
-    elif name == "pretrain":
-        from Code.bench_pretrain import main as run
-    else:
-        from Code.bench_train import main as run
-    return run(rest)
+    return importlib.import_module(f"Code.benchmarks.{name}").main(rest)  # Code/benchmarks/<name>.py
 
 
 if __name__ == "__main__":

@@ -41,8 +41,9 @@ from Code.data import CLASS_NAMES, load_gray, preprocess
 from Code.errors import UserError, run_cli
 from Code.engine.checkpoint import load_model_from_checkpoint
 from Code.engine.uncertainty import lesion_mean, normalized_entropy, review_flags
-from Code.evaluate import overlay_panel, prepare_out, resolve_device, run_folder_of, safe_stem, write_png
-from Code.uncertainty_figures import entropy_panel
+from Code.evaluate import prepare_out, resolve_device, run_folder_of
+from Code.reporting.figures import overlay_panel, safe_stem, write_png
+from Code.reporting.uncertainty_figures import entropy_panel
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 CSV_COLUMNS = ("file", "pred_class", "prob_benign", "prob_malignant", "lesion_area_px", "mask",

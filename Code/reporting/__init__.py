@@ -1,1 +1,2 @@
-"""Helpers of report.py: reading runs (runs.py) and the per-run and paired comparisons (pairs.py)."""
+"""Helpers of report.py (runs.py: reading runs; pairs.py: per-run and paired comparisons) and the figures of
+evaluate.py and predict.py (figures.py)."""

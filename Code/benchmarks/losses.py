@@ -18,15 +18,11 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
-
-if __package__ in (None, ""):
-    import _bootstrap  # noqa: F401  (repository root on sys.path for a direct run)
 
 from Code.errors import UserError
 from Code.losses import MemoryBank, PixelContrastLoss, SupConLoss
@@ -184,6 +180,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         torch.set_num_threads(threads)
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -23,9 +23,10 @@ from Code.data import denormalize
 from Code.errors import UserError
 from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
                                      fit_temperature, nll, reliability_curve, rescale_probs)
+from Code.reporting.figures import safe_stem, write_png
 from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
                                      normalized_entropy, review_flags, risk_coverage, score_at_coverage)
-from Code.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
+from Code.reporting.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
 
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)
 TRUST_COLUMNS = ("class_entropy", "lesion_entropy", "review")  # per-image CSV columns added by trust_report
@@ -39,8 +40,6 @@ class UncertaintyCollector:
         self.folder = folder
         self.values: Dict[str, Dict[str, Any]] = {}
         if folder is not None:
-            from Code.evaluate import safe_stem, write_png  # lazily: evaluate.py imports this module
-            self._stem, self._write = safe_stem, write_png
             folder.mkdir(parents=True, exist_ok=True)
 
     def __call__(self, batch: Dict[str, Any]) -> None:
@@ -54,7 +53,7 @@ class UncertaintyCollector:
             if grays is not None:
                 caption = (f"class entropy {self.values[name]['class_entropy']:.2f} | lesion entropy "
                            f"{self.values[name]['lesion_entropy']:.2f}")
-                self._write(self.folder / f"{self._stem(name)}.png",
+                write_png(self.folder / f"{safe_stem(name)}.png",
                             entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
 
 

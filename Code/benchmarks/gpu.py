@@ -41,7 +41,7 @@ def check_config(tiny: bool) -> Dict[str, Any]:
 
 def run_variant(config: Dict[str, Any], device: torch.device, iters: int, compiled: bool) -> Dict[str, Any]:
     """Train ``iters`` iterations on a fixed pool of synthetic batches; return throughput, memory and loss ends."""
-    from Code.bench_train import synthetic_batch
+    from Code.benchmarks.train import synthetic_batch
 
     seed_everything(0)
     model = build_model(config).to(device)
@@ -129,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not args.no_compile:
         results["compiled"] = run_variant(config, device, args.iters, compiled=True)
         print(format_result("compiled:", results["compiled"]), flush=True)
-    from Code.bench_train import main as bench_train
+    from Code.benchmarks.train import main as bench_train
 
     train_args = ["--device", device.type] + (["--encoder", "tu-test_resnet", "--size", "64", "--batch", "2",
                                                "--steps", "1"] if args.tiny_cpu else [])

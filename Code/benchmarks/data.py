@@ -10,23 +10,19 @@ numpy flips for the geometry, numpy/scipy photometric ops for the strong view, p
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from torch.utils.data import DataLoader, Dataset  # noqa: E402
-
-from Code.data import SplitDataset, normalize_to_tensor, read_labeled_list, read_unlabeled_list  # noqa: E402
-from Code.DataProcess.make_phantom import generate_phantom  # noqa: E402
-from Code.DataProcess.splitting import split_dataset  # noqa: E402
-from Code.errors import run_cli  # noqa: E402
+from Code.data import SplitDataset, normalize_to_tensor, read_labeled_list, read_unlabeled_list
+from Code.DataProcess.make_phantom import generate_phantom
+from Code.DataProcess.splitting import split_dataset
 
 MODES = {"labeled": "train/{n}/labeled", "unlabeled": "train/{n}/unlabeled", "eval": "test"}
 
@@ -143,6 +139,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
           " no-cache: cache=False, decoding every sample like the naive loader")
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)

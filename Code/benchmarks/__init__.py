@@ -1,0 +1,1 @@
+"""The benchmarks behind ``python Code/bench.py {data,losses,train,gpu,export,pretrain}``, one module each."""
