@@ -38,7 +38,7 @@ import numpy as np
 
 from Code.errors import UserError, run_cli
 from Code.reporting.pairs import gains_markdown, runs_markdown
-from Code.reporting.runs import find_runs, method_key, read_run, split_config_variants
+from Code.reporting.runs import find_runs, method_key, read_run, settings_beyond_method, split_config_variants
 
 TABLES = ("dice", "accuracy", "balanced_accuracy", "auc", "iou", "dice_global", "sensitivity", "specificity", "f1")
 TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
@@ -181,8 +181,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for note in split_config_variants(results):
         print(f"note: {note}", file=sys.stderr)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
-    gains = gains_markdown(results)
-    text = "\n\n".join([*(table_markdown(t) for t in tables), *([gains] if gains else []), runs_markdown(results)]) + "\n"
+    extras = [part for part in (settings_beyond_method(results), gains_markdown(results)) if part]
+    text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
     out.mkdir(parents=True, exist_ok=True)

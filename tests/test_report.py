@@ -155,3 +155,23 @@ def test_paired_gain_over_supervised_by_seed(tmp_path, capsys):
     # final: .66 − .70 = −4, +8 → mean +2.00, std sqrt(6² + 6²) = 8.49, ahead in 1 of 2
     assert rows[3][:6] == ["hermes", "seg", "phantom", "8", "final step", "+2.00 ± 8.49 (1/2)"]
     assert len(rows) == 4  # supervised has no row of its own
+
+
+def test_settings_beyond_the_method_are_named(tmp_path, capsys):
+    """A `--set` given to one method's runs only (here Hermes with ssl.prior_aware) is named under the tables, so a
+    row never hides what it ran with. Mutation checked: listing only keys that the supervised runs' configs have
+    (a setting absent there) names nothing."""
+    d = {"dice": .7}
+    for seed in (0, 1):
+        make_run(tmp_path, "supervised", 8, seed, "cls", [(1, d)])
+        hermes = make_run(tmp_path, "hermes", 8, seed, "cls", [(1, d)])
+        config = yaml.safe_load((hermes / "config.yaml").read_text())
+        config["ssl"] = {"prior_aware": True}
+        (hermes / "config.yaml").write_text(yaml.safe_dump(config))
+        make_run(tmp_path, "fixmatch", 8, seed, "cls", [(1, d)])  # same settings as supervised: not named
+    assert report.main([str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "**Settings beyond the method**" in out
+    named = [line for line in out.splitlines() if line.startswith("- `cls` ")]
+    assert named == ["- `cls` hermes: ssl.prior_aware=True"]
+    assert "Settings beyond the method" in (tmp_path / "report.md").read_text()

@@ -126,6 +126,32 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
     return notes
 
 
+def settings_beyond_method(results: List[Dict[str, Any]]) -> str:
+    """Markdown lines naming, per entry (task) and method row, the config keys in which its runs differ from the
+    supervised-only runs of the same entry (``method`` itself aside): the settings a table row ran with beyond the
+    method, e.g. a ``--set ssl.prior_aware=true`` given to the Hermes runs only. Compared are the values that all
+    runs of a row share; '' when no row differs or an entry has no supervised-only runs."""
+    rows: Dict[Tuple[str, str], List[Dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        rows[(r["task"], r["method"])].append(_flat(r["config"]))
+
+    def shared(flats: List[Dict[str, Any]]) -> Dict[str, Any]:
+        return {k: v for k, v in flats[0].items() if k != "method" and all(k in f and f[k] == v for f in flats)}
+
+    lines = []
+    for (task, method), flats in sorted(rows.items(), key=lambda item: (item[0][0], method_key(item[0][1]))):
+        if method == "supervised" or (task, "supervised") not in rows:
+            continue
+        base, own = shared(rows[(task, "supervised")]), shared(flats)
+        keys = sorted(k for k in set(base) | set(own) if base.get(k) != own.get(k))
+        if keys:
+            lines.append(f"- `{task}` {method}: " + ", ".join(f"{k}={own.get(k, '(unset)')}" for k in keys))
+    if not lines:
+        return ""
+    return ("**Settings beyond the method** (config keys in which a row's runs differ from the supervised-only "
+            "runs of the same entry):\n\n" + "\n".join(lines))
+
+
 def method_key(method: str) -> Tuple[int, str]:
     base = method.split(" (")[0]  # a config variant "hermes (train.iters=400)" sorts with its method
     return (METHOD_ORDER.index(base), method) if base in METHOD_ORDER else (len(METHOD_ORDER), method)
