@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Refresh results/busi/ from the run folders under runs/busi/ (tables by report.py; per run the small files only:
-# config, metrics.csv, pseudo-label diagnostics, final metrics; never checkpoints or event files).
+# config, metrics.csv, pseudo-label diagnostics, final metrics of every finished run; never checkpoints or event
+# files).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -10,12 +11,20 @@ for task in seg cls; do
     OMP_NUM_THREADS=1 $PY Code/report.py runs/busi/$task --out results/busi/$task > /dev/null
   fi
 done
-for csv in $(find runs/busi -name metrics.csv | sort); do
-  d=$(dirname "$csv")
+# the ablation table: each ablation run beside the grid's seed-0 Hermes run of its entry; report.py names every
+# row by the config keys that set it apart (an unfinished run is left out)
+rm -rf results/busi/ablation/table
+abl=$(find runs/busi/ablation -name final_metrics.json -printf '%h\n' 2>/dev/null | sort)
+if [ -n "$abl" ]; then
+  OMP_NUM_THREADS=1 $PY Code/report.py runs/busi/seg/hermes_n144_s0 runs/busi/cls/hermes_n144_s0 $abl \
+    --out results/busi/ablation/table > /dev/null 2>&1
+fi
+for done in $(find runs/busi -name final_metrics.json | sort); do  # finished runs only
+  d=$(dirname "$done")
   name=${d#runs/busi/}
   mkdir -p "results/busi/runs/$name"
   for f in config.yaml metrics.csv pseudo_labels.csv final_metrics.json; do
     if [ -f "$d/$f" ]; then cp "$d/$f" "results/busi/runs/$name/"; fi
   done
 done
-echo "results/busi: $(find results/busi/runs -name metrics.csv | wc -l) runs copied"
+echo "results/busi: $(find results/busi/runs -name metrics.csv | wc -l) finished runs copied"
