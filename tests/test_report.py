@@ -175,3 +175,23 @@ def test_settings_beyond_the_method_are_named(tmp_path, capsys):
     named = [line for line in out.splitlines() if line.startswith("- `cls` ")]
     assert named == ["- `cls` hermes: ssl.prior_aware=True"]
     assert "Settings beyond the method" in (tmp_path / "report.md").read_text()
+
+
+def test_result_files_are_not_gitignored():
+    """The small per-run files that `results/busi/collect.sh` copies must reach the repository, while run folders
+    and checkpoints must not. Seen failing with the `.gitignore` rule `runs/` (it matched `results/busi/runs/` too)."""
+    import shutil
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if shutil.which("git") is None or not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=root).returncode == 0
+
+    assert not ignored("results/busi/runs/seg/hermes_n144_s0/metrics.csv")
+    assert not ignored("results/busi/runs/ablation/x/hermes_n144_s0/config.yaml")
+    assert ignored("runs/busi/seg/hermes_n144_s0/metrics.csv")
+    assert ignored("results/busi/runs/seg/hermes_n144_s0/checkpoints/latest.pt")
