@@ -23,9 +23,9 @@ from Code.data import denormalize
 from Code.errors import UserError
 from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
                                      fit_temperature, nll, reliability_curve, rescale_probs)
-from Code.reporting.figures import safe_stem, write_png
 from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
                                      normalized_entropy, review_flags, risk_coverage, score_at_coverage)
+from Code.reporting.figures import safe_stem, write_png
 from Code.reporting.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
 
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)
@@ -54,7 +54,7 @@ class UncertaintyCollector:
                 caption = (f"class entropy {self.values[name]['class_entropy']:.2f} | lesion entropy "
                            f"{self.values[name]['lesion_entropy']:.2f}")
                 write_png(self.folder / f"{safe_stem(name)}.png",
-                            entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
+                          entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
 
 
 def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, checkpoint: Path, part: Path
