@@ -216,9 +216,10 @@ def test_failed_start_then_ctrl_c_then_iters_end_to_end(phantom_split, tmp_path)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_group_signal_with_loader_workers_saves(phantom_split, tmp_path, sig):
     """A Ctrl-C in a terminal (or ``kill -- -PGID``) signals the DataLoader workers too: the run must still save
-    latest.pt and print how to continue. Mutation checked: without ``worker_init_fn=ignore_stop_signals`` the SIGTERM
+    latest.pt and print how to continue. Mutation checked: without ``worker_init_fn=isolate_worker`` the SIGTERM
     case dies on "DataLoader worker ... is killed by signal: Terminated" (exit 1, no mid-run latest.pt); PyTorch's
-    workers already swallow SIGINT, so that case guards the terminal path against a regression."""
+    workers already swallow SIGINT, so that case guards the terminal path against a regression. The workers' own
+    life cycle: tests/test_loader_workers.py."""
     run = tmp_path / "run"
     cmd = [sys.executable, str(REPO_ROOT / "Code" / "seg_train.py"), "--config", str(SMOKE), "--data",
            str(phantom_split), "--labels", "4", "--out", str(run), "--iters", "400", "--set", "data.num_workers=1"]

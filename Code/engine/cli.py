@@ -151,6 +151,7 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
     try:
         result = trainer.fit(stop_after=stop_after)
     finally:
+        trainer.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if dist.is_main:

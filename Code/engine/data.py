@@ -6,6 +6,7 @@ seeded by ``(seed, stream, e)``. A stream is then fully described by the number 
 """
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
@@ -102,16 +103,16 @@ class InfiniteBatchSampler(Sampler):
         return self.batches_per_epoch
 
 
-def ignore_stop_signals(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: workers ignore SIGINT / SIGTERM, which only the main process handles.
+def isolate_worker(_worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: the worker leaves the main process's process group.
 
-    A Ctrl-C in a terminal (or ``kill -- -PGID``, or a batch scheduler) signals the whole process group. Without
-    this a SIGTERM kills the workers first, and the main process fails on "DataLoader worker ... is killed by
-    signal: Terminated" instead of saving ``latest.pt`` after the current step (PyTorch's workers already swallow
-    SIGINT). Workers still stop when the loader shuts them down, and when the main process dies (PyTorch's
-    worker watchdog)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    A Ctrl-C in a terminal (or ``kill -- -PGID``, or a batch scheduler) signals the whole process group. In a group
+    of its own a worker never sees it, so a SIGTERM cannot kill the workers before the main process has saved
+    ``latest.pt`` after the current step. SIGTERM sent to the worker itself keeps PyTorch's handling (exit when the
+    parent sends it): the DataLoader's ``terminate()``, and multiprocessing's at interpreter exit, still stop it. (A
+    worker that ignored SIGTERM instead hung the exit for ever when its loader was still open there.) Workers also
+    stop when the main process dies (PyTorch's watchdog)."""
+    os.setpgid(0, 0)
 
 
 class BatchStream:
@@ -129,7 +130,7 @@ class BatchStream:
                                        start=self.consumed)
         loader = DataLoader(_EpochTagged(self.dataset), batch_sampler=sampler, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, persistent_workers=False, generator=torch.Generator(),
-                            prefetch_factor=2 if self.num_workers > 0 else None, worker_init_fn=ignore_stop_signals)
+                            prefetch_factor=2 if self.num_workers > 0 else None, worker_init_fn=isolate_worker)
         return iter(loader)
 
     def __next__(self):
@@ -142,12 +143,20 @@ class BatchStream:
     def __iter__(self):
         return self
 
+    def close(self) -> None:
+        """Shut the loader's workers down now (the stream restarts at ``consumed`` if used again). Not left to
+        garbage collection: a stream still open at interpreter exit meets multiprocessing's exit handler."""
+        iterator, self._iterator = self._iterator, None
+        shutdown = getattr(iterator, "_shutdown_workers", None)  # what the iterator's __del__ calls
+        if shutdown is not None:
+            shutdown()
+
     def state_dict(self) -> Dict[str, int]:
         return {"consumed": self.consumed}
 
     def load_state_dict(self, state: Dict[str, int]) -> None:
+        self.close()
         self.consumed = int(state["consumed"])
-        self._iterator = None
 
 
 def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistInfo,
@@ -186,4 +195,4 @@ def build_eval_loader(config: Dict[str, Any], split: Path, dist: DistInfo, part:
     sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=False) if dist.enabled else None
     return DataLoader(dataset, batch_size=config["eval"]["batch_size"], shuffle=False, sampler=sampler,
                       num_workers=min(data["num_workers"], 2), generator=torch.Generator(),
-                      worker_init_fn=ignore_stop_signals)
+                      worker_init_fn=isolate_worker)

@@ -160,6 +160,12 @@ class Trainer:
         self.logger.close()
         return result
 
+    def close(self) -> None:
+        """Shut the training streams' loader workers down (the cli calls it however ``fit`` ends)."""
+        for stream in (self.labeled_stream, self.unlabeled_stream):
+            if stream is not None:
+                stream.close()
+
     def final_result(self) -> Dict[str, Any]:
         """``final_metrics.json``: test at the final step and at the val-chosen step (None without val/)."""
         best = self.best

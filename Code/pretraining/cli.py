@@ -88,7 +88,10 @@ def _pretrain(plan, run_dir, device, dist, stop_after) -> int:
               f"{sources.split} (budgets {', '.join(map(str, sources.budgets))}; k-NN monitor: "
               f"{'val/ against ' + str(sources.knn_bank) if sources.val else 'off, the split has no val/'}), "
               f"{config['pretrain']['iters']} iterations on {device}", file=sys.stderr)
-    result = trainer.fit(stop_after=stop_after)
+    try:
+        result = trainer.fit(stop_after=stop_after)
+    finally:
+        trainer.close()
     if dist.is_main:
         if result.get("stopped"):
             print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir}")

@@ -175,6 +175,10 @@ class PretrainTrainer:
         barrier()
         return {"step": self.step, "encoder": encoder_path, "knn": self.last_knn}
 
+    def close(self) -> None:
+        """Shut the view stream's loader workers down (the cli calls it however ``fit`` ends)."""
+        self.stream.close()
+
     def _train_one_step(self) -> None:
         view_q, view_k, ids = (t.to(self.device, non_blocking=True) for t in next(self.stream))
         if self.channels_last:
