@@ -137,6 +137,29 @@ def test_runs_with_different_configs_are_not_pooled_as_seeds(tmp_path, capsys):
     assert "different configs (differ in: train.iters)" in captured.err
 
 
+def test_every_differing_key_names_the_row(tmp_path, capsys):
+    """Four keys tell the configs apart; two runs differ only in the last of them (sorted). Mutation checked: names
+    cut to the first three keys give those two runs one name, and the table pools them as two seeds."""
+    d = lambda v: {"dice": v}  # noqa: E731
+    make_run(tmp_path, "hermes", 8, 0, "seg", [(1, d(.60))], train={"a": 0, "b": 0, "c": 0, "d": 0}, name="base")
+    make_run(tmp_path, "hermes", 8, 0, "seg", [(1, d(.70))], train={"a": 0, "b": 0, "c": 0, "d": 1}, name="only_d")
+    make_run(tmp_path, "hermes", 8, 0, "seg", [(1, d(.80))], train={"a": 1, "b": 1, "c": 1, "d": 0}, name="abc")
+    assert report.main([str(tmp_path)]) == 0
+    rows = _table(capsys.readouterr().out, "Dice (%)")[2:]
+    assert sorted(rows) == [["hermes (train.a=0, train.b=0, train.c=0, train.d=0)", "60.00 (n = 1)"],
+                            ["hermes (train.a=0, train.b=0, train.c=0, train.d=1)", "70.00 (n = 1)"],
+                            ["hermes (train.a=1, train.b=1, train.c=1, train.d=0)", "80.00 (n = 1)"]]
+
+
+def test_one_run_twice_is_not_two_seeds(tmp_path):
+    """The same experiment and seed in two folders (a copied run) must not count as n = 2."""
+    d = {"dice": .7}
+    first = make_run(tmp_path / "grid", "hermes", 8, 0, "cls", [(1, d)])
+    make_run(tmp_path / "copy", "hermes", 8, 0, "cls", [(1, d)])
+    with pytest.raises(report.UserError, match=f"{first}.* same experiment with the same seed"):
+        report.main([str(tmp_path / "grid"), str(tmp_path / "copy"), "--out", str(tmp_path / "r")])
+
+
 def test_paired_gain_over_supervised_by_seed(tmp_path, capsys):
     """Δ = method − supervised of the same seed, at the val-chosen and the final step; an unpaired seed is left
     out. Mutations checked: pairing by run order instead of seed; taking the supervised run's final row for

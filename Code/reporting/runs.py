@@ -108,8 +108,10 @@ def _flat(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
 
 def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
     """Runs of one cell (method, dataset, label budget) are pooled as seeds only if their configs agree in all but
-    ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, …)`` named by the keys that
-    tell them apart. Renames ``results[i]["method"]`` in place; returns one note per split cell."""
+    ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, ...)`` named by every key
+    that tells them apart (a shortened name could give two configs one row, pooled as seeds). Renames
+    ``results[i]["method"]`` in place; returns one note per split cell. Two runs of one row with the same seed are
+    the same experiment twice, not two seeds: an error naming both."""
     cells: Dict[Tuple[str, str, Any, str], List[Dict[str, Any]]] = defaultdict(list)
     for r in results:  # the task is part of the cell: seg and cls runs feed different tables
         cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
@@ -120,10 +122,21 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
         if not keys:
             continue
         for r, f in zip(runs, flats):
-            r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys[:3])}{', …' if len(keys) > 3 else ''})"
+            r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys)})"
         notes.append(f"{task} runs of {method}, {dataset} {labels} labels have different configs (differ in: "
-                     f"{', '.join(keys[:6])}); reported as separate rows, not pooled as seeds")
+                     f"{', '.join(keys)}); reported as separate rows, not pooled as seeds")
+    _refuse_repeated_seeds(results)
     return notes
+
+
+def _refuse_repeated_seeds(results: List[Dict[str, Any]]) -> None:
+    seen: Dict[Tuple[Any, ...], Path] = {}
+    for r in results:
+        key = (r["method"], r["dataset"], r["labels"], r["task"], r["seed"])
+        if key in seen:
+            raise UserError(f"{seen[key]} and {r['run']} are the same experiment with the same seed "
+                            f"({r['method']}, seed {r['seed']}); report one of them, not both as seeds")
+        seen[key] = r["run"]
 
 
 def settings_beyond_method(results: List[Dict[str, Any]]) -> str:

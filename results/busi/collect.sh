@@ -14,10 +14,11 @@ done
 # the ablation table: each ablation run beside the grid's seed-0 Hermes run of its entry; report.py names every
 # row by the config keys that set it apart (an unfinished run is left out)
 rm -rf results/busi/ablation/table
-abl=$(find runs/busi/ablation -name final_metrics.json -printf '%h\n' 2>/dev/null | sort)
+# (cls_prior_aware/ is the run that became the cls grid's Hermes seed 0: listed once, as the grid's)
+abl=$(find runs/busi/ablation -name final_metrics.json -not -path '*/cls_prior_aware/*' -printf '%h\n' 2>/dev/null | sort)
 if [ -n "$abl" ]; then
   OMP_NUM_THREADS=1 $PY Code/report.py runs/busi/seg/hermes_n144_s0 runs/busi/cls/hermes_n144_s0 $abl \
-    --out results/busi/ablation/table > /dev/null 2>&1
+    --out results/busi/ablation/table > /dev/null
 fi
 for done in $(find runs/busi -name final_metrics.json | sort); do  # finished runs only
   d=$(dirname "$done")
