@@ -7,7 +7,6 @@ seeded by ``(seed, stream, e)``. A stream is then fully described by the number 
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
