@@ -38,7 +38,8 @@ import numpy as np
 
 from Code.errors import UserError, run_cli
 from Code.reporting.pairs import gains_markdown, runs_markdown
-from Code.reporting.runs import find_runs, method_key, read_run, settings_beyond_method, split_config_variants
+from Code.reporting.runs import (find_runs, method_key, read_run, refuse_repeated_seeds, settings_beyond_method,
+                                 split_config_variants)
 
 TABLES = ("dice", "accuracy", "balanced_accuracy", "auc", "iou", "dice_global", "sensitivity", "specificity", "f1")
 TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
@@ -180,6 +181,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError("no finished runs with evaluations to report")
     for note in split_config_variants(results):
         print(f"note: {note}", file=sys.stderr)
+    refuse_repeated_seeds(results)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
     extras = [part for part in (settings_beyond_method(results), gains_markdown(results)) if part]
     text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"

@@ -14,8 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from Code.engine.data import BatchStream, isolate_worker
 from Code.engine.run_folder import REPO_ROOT
-
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+from helpers import SMOKE_CONFIG, SUBPROCESS_ENV as ENV
 
 
 class _Numbers(Dataset):
@@ -81,7 +80,7 @@ def test_trainer_exits_without_garbage_collection(phantom_split, tmp_path):
     Mutation checked: with workers that ignore SIGTERM and no ``Trainer.close()`` this run hangs."""
     code = ("import gc, runpy, sys; gc.disable(); sys.path.insert(0, 'Code'); "
             "sys.argv = ['Code/seg_train.py'] + sys.argv[1:]; runpy.run_path('Code/seg_train.py', run_name='__main__')")
-    cmd = [sys.executable, "-c", code, "--config", str(REPO_ROOT / "configs" / "smoke.yaml"), "--data",
+    cmd = [sys.executable, "-c", code, "--config", str(SMOKE_CONFIG), "--data",
            str(phantom_split), "--labels", "4", "--out", str(tmp_path / "run"), "--set", "data.num_workers=1"]
     try:
         done = subprocess.run(cmd, cwd=REPO_ROOT, env=ENV, capture_output=True, text=True, timeout=240)

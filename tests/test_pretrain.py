@@ -1,7 +1,6 @@
 """Self-supervised pre-training (Code/pretrain.py): train images only, outputs, exact resume, the encoder file and
 its checks, one-line errors, torchrun. Tiny encoder (tu-test_resnet), 64×64, CPU, a few steps."""
 import csv
-import os
 import shutil
 import subprocess
 import sys
@@ -11,10 +10,10 @@ import pytest
 import torch
 
 from Code.errors import UserError
+from helpers import SUBPROCESS_ENV as ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "pretrain_smoke.yaml")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -18,9 +18,9 @@ from Code.engine.checkpoint import save_checkpoint
 from Code.engine.config import dump_config, load_config
 from Code.engine.run_folder import REPO_ROOT, prepare_run_dir
 from Code.errors import UserError
+from helpers import SUBPROCESS_ENV as ENV
 
 SMOKE = REPO_ROOT / "configs" / "smoke.yaml"
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 
 
 def smoke_config(split, **train):

@@ -1,7 +1,6 @@
 """End-to-end tests of the training engine through the two entry scripts (tiny encoder, CPU, a few iterations)."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -11,10 +10,10 @@ import pytest
 import torch
 
 from Code.engine.evaluation import METRIC_KEYS
+from helpers import SUBPROCESS_ENV as ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = str(ROOT / "configs" / "smoke.yaml")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 UNLABELED_TERMS = ("seg_unsup", "cls_unsup", "pixel_contrast", "image_contrast", "consistency")
 
 

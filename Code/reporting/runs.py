@@ -110,8 +110,7 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
     """Runs of one cell (method, dataset, label budget) are pooled as seeds only if their configs agree in all but
     ``POOLING_IGNORES``; otherwise each config becomes its own row, ``method (key=value, ...)`` named by every key
     that tells them apart (a shortened name could give two configs one row, pooled as seeds). Renames
-    ``results[i]["method"]`` in place; returns one note per split cell. Two runs of one row with the same seed are
-    the same experiment twice, not two seeds: an error naming both."""
+    ``results[i]["method"]`` in place; returns one note per split cell."""
     cells: Dict[Tuple[str, str, Any, str], List[Dict[str, Any]]] = defaultdict(list)
     for r in results:  # the task is part of the cell: seg and cls runs feed different tables
         cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
@@ -125,11 +124,12 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
             r["method"] = f"{method} ({', '.join(f'{k}={f.get(k)}' for k in keys)})"
         notes.append(f"{task} runs of {method}, {dataset} {labels} labels have different configs (differ in: "
                      f"{', '.join(keys)}); reported as separate rows, not pooled as seeds")
-    _refuse_repeated_seeds(results)
     return notes
 
 
-def _refuse_repeated_seeds(results: List[Dict[str, Any]]) -> None:
+def refuse_repeated_seeds(results: List[Dict[str, Any]]) -> None:
+    """Two runs of one row (after :func:`split_config_variants`) with the same seed are the same experiment twice,
+    not two seeds: a UserError naming both folders."""
     seen: Dict[Tuple[Any, ...], Path] = {}
     for r in results:
         key = (r["method"], r["dataset"], r["labels"], r["task"], r["seed"])
