@@ -5,6 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+source results/copy_run_files.sh
 rm -rf results/busi/seg results/busi/cls results/busi/runs
 for task in seg cls; do
   if ls runs/busi/$task/*/final_metrics.json >/dev/null 2>&1; then
@@ -23,9 +24,6 @@ fi
 for done in $(find runs/busi -name final_metrics.json | sort); do  # finished runs only
   d=$(dirname "$done")
   name=${d#runs/busi/}
-  mkdir -p "results/busi/runs/$name"
-  for f in config.yaml metrics.csv pseudo_labels.csv final_metrics.json; do
-    if [ -f "$d/$f" ]; then cp "$d/$f" "results/busi/runs/$name/"; fi
-  done
+  copy_run_files "$d" "results/busi/runs/$name"
 done
 echo "results/busi: $(find results/busi/runs -name metrics.csv | wc -l) finished runs copied"

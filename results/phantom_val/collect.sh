@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+source results/copy_run_files.sh
 out=results/phantom_val
 rm -rf $out/seg $out/cls $out/oracle $out/old_split $out/seg800 $out/runs $out/report.md $out/report.csv
 collect() {  # collect RUNS_DIR NAME
@@ -15,10 +16,7 @@ collect() {  # collect RUNS_DIR NAME
     OMP_NUM_THREADS=1 $PY Code/report.py "$1" --out "$out/$2" > /dev/null
     for done in "$1"/*/final_metrics.json; do
       d=$(dirname "$done")
-      mkdir -p "$out/runs/$2/$(basename "$d")"
-      for f in config.yaml metrics.csv pseudo_labels.csv final_metrics.json; do
-        if [ -f "$d/$f" ]; then cp "$d/$f" "$out/runs/$2/$(basename "$d")/"; fi
-      done
+      copy_run_files "$d" "$out/runs/$2/$(basename "$d")"
     done
   fi
 }

@@ -8,6 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
+source results/copy_run_files.sh
 out=results/pretrain
 pretrain_files() {  # pretrain_files RUN DEST
   if [ -f "$1/encoder.pth" ]; then
@@ -28,9 +29,7 @@ finetunes() {  # finetunes RUNS_ROOT DEST_TABLES DEST_RUNS: each finished fine-t
       done
       OMP_NUM_THREADS=1 $PY Code/report.py "${runs[@]}" --out "$2/$task" > /dev/null
       for done in "$1/$task"/*/final_metrics.json; do
-        d=$(dirname "$done")
-        mkdir -p "$3/$task/$(basename "$d")"
-        for f in config.yaml metrics.csv final_metrics.json; do cp "$d/$f" "$3/$task/$(basename "$d")/"; done
+        copy_run_files "$(dirname "$done")" "$3/$task/$(basename "$(dirname "$done")")"
       done
     fi
   done
