@@ -3,6 +3,7 @@
 Usage::
 
     python Code/report.py RUNS... [--out DIR] [--select best|final] [--plot FILE] [--include-incomplete]
+                          [--per-seed KEY ...] [--baseline ROW]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
 recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
@@ -11,7 +12,9 @@ seg → Dice, cls → accuracy then AUC); test metrics are never used to choose.
 without ``val/``) has no ``best``: its final row is used and the caption says so. The run's ``eval.select``
 decides unless ``--select`` overrides it. Below the tables: the paired gain of each method over supervised-only
 (Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
-val-chosen and at the final step (the per-seed pairs). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
+val-chosen and at the final step (the per-seed pairs). ``--baseline ROW`` pairs every row with ROW instead (e.g.
+pre-trained against from-scratch supervised-only); ``--per-seed KEY`` pools seeds whose config names a per-seed file
+(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
 (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
 std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
 only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is
@@ -39,7 +42,7 @@ import numpy as np
 from Code.errors import UserError, run_cli
 from Code.reporting.pairs import gains_markdown, runs_markdown
 from Code.reporting.runs import (find_runs, method_key, read_run, refuse_repeated_seeds, settings_beyond_method,
-                                 split_config_variants)
+                                 split_config_variants, template_seed)
 
 TABLES = ("dice", "accuracy", "balanced_accuracy", "auc", "iou", "dice_global", "sensitivity", "specificity", "f1")
 TITLES = {"dice": "Dice (%)", "dice_global": "Global Dice (%)", "iou": "IoU (%)", "accuracy": "Accuracy (%)",
@@ -162,6 +165,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--select", choices=("best", "final"), help="override each run's eval.select")
     parser.add_argument("--plot", help="also draw a grouped bar chart of the Dice and accuracy tables to this file")
     parser.add_argument("--include-incomplete", action="store_true", help="also use runs without final_metrics.json")
+    parser.add_argument("--per-seed", nargs="+", default=[], metavar="KEY",
+                        help="config keys whose value names the run's seed (e.g. model.encoder_weights="
+                             "runs/pretrain/busi64_s1/encoder.pth): the seed is read as {seed}, so seeds pool into one row")
+    parser.add_argument("--baseline", metavar="ROW",
+                        help="pair every row with this row (e.g. 'supervised (model.encoder_weights=None)') instead "
+                             "of with supervised-only")
     return parser.parse_args(argv)
 
 
@@ -179,11 +188,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.append(result)
     if not results:
         raise UserError("no finished runs with evaluations to report")
+    template_seed(results, args.per_seed)
     for note in split_config_variants(results):
         print(f"note: {note}", file=sys.stderr)
     refuse_repeated_seeds(results)
+    rows = sorted({r["method"] for r in results}, key=method_key)
+    if args.baseline is not None and args.baseline not in rows:
+        raise UserError(f"--baseline {args.baseline!r} is not a row of this report; rows: {', '.join(rows)}")
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
-    extras = [part for part in (settings_beyond_method(results), gains_markdown(results)) if part]
+    extras = [part for part in (settings_beyond_method(results), gains_markdown(results, args.baseline)) if part]
     text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)

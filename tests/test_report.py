@@ -218,3 +218,43 @@ def test_result_files_are_not_gitignored():
     assert not ignored("results/busi/runs/ablation/x/hermes_n144_s0/config.yaml")
     assert ignored("runs/busi/seg/hermes_n144_s0/metrics.csv")
     assert ignored("results/busi/runs/seg/hermes_n144_s0/checkpoints/latest.pt")
+
+
+def _with_encoder(run, path):
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"] = {"encoder_weights": path}
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_per_seed_encoders_pool_and_pair_with_their_own_supervised_row(tmp_path, capsys):
+    """Each seed fine-tuned from its own pre-trained encoder (`..._s{seed}/encoder.pth`): `--per-seed` pools the
+    seeds into one row, Hermes pairs with supervised of the same encoder, and `--baseline` pairs every row with
+    from-scratch supervised-only. Mutations checked: without the seed template each seed is its own row (n = 1);
+    pairing Hermes with the first supervised run of its seed (the scratch one) gives +6.00 ± 0.00; a template that also replaces digits
+    inside numbers turns `busi64` into `busi6{seed}` for seed 4."""
+    d = lambda v: {"dice": v}  # noqa: E731
+    for seed, (scratch, pre, hermes_pre) in {1: (.60, .62, .66), 4: (.70, .75, .76)}.items():
+        _with_encoder(make_run(tmp_path, "supervised", 8, seed, "seg", [(1, d(scratch))], name=f"sup_s{seed}"), None)
+        for method, value in (("supervised", pre), ("hermes", hermes_pre)):
+            run = make_run(tmp_path, method, 8, seed, "seg", [(1, d(value))], name=f"{method}_pre_s{seed}")
+            _with_encoder(run, f"runs/pretrain/busi64_s{seed}/encoder.pth")
+    scratch_row = "supervised (model.encoder_weights=None)"
+    pre = "model.encoder_weights=runs/pretrain/busi64_s{seed}/encoder.pth"
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "a"), "--per-seed", "model.encoder_weights"]) == 0
+    out = capsys.readouterr().out
+    assert _table(out, "Dice (%)")[2:] == [[scratch_row, "65.00 ± 7.07"], [f"supervised ({pre})", "68.50 ± 9.19"],
+                                           ["hermes", "71.00 ± 7.07"]]
+    gains = _table(out, "Paired gain over supervised-only")
+    # Hermes − supervised from the same encoder: +4, +1 → +2.50 ± 2.12 (2/2); the scratch run is not its partner
+    assert gains[2][:6] == ["hermes", "seg", "phantom", "8", "val-chosen step", "+2.50 ± 2.12 (2/2)"]
+    assert len(gains) == 4
+    assert report.main([str(tmp_path), "--out", str(tmp_path / "b"), "--per-seed", "model.encoder_weights",
+                        "--baseline", scratch_row]) == 0
+    gains = _table(capsys.readouterr().out, f"Paired gain over {scratch_row}")
+    # pre-trained − scratch supervised: +2, +5 → +3.50 ± 2.12; Hermes pre-trained − scratch: +6, +6 → +6.00 ± 0.00
+    assert gains[2][:6] == [f"supervised ({pre})", "seg", "phantom", "8", "val-chosen step", "+3.50 ± 2.12 (2/2)"]
+    assert gains[4][:6] == ["hermes", "seg", "phantom", "8", "val-chosen step", "+6.00 ± 0.00 (2/2)"]
+    with pytest.raises(report.UserError, match="--baseline 'supervised' is not a row"):
+        report.main([str(tmp_path), "--per-seed", "model.encoder_weights", "--baseline", "supervised"])
+    with pytest.raises(report.UserError, match="--per-seed model.encoder_weight: no run"):
+        report.main([str(tmp_path), "--per-seed", "model.encoder_weight"])

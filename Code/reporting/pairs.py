@@ -2,7 +2,10 @@
 
 A gain is paired: for each seed present in both, Δ = metric(method, seed) − metric(supervised, seed) on the same
 task, data set and label budget, at the val-chosen step and at the final step. Reported as mean ± sample std of
-Δ over seeds and the number of seeds in which the method is ahead (Δ > 0).
+Δ over seeds and the number of seeds in which the method is ahead (Δ > 0). When there are several supervised
+variants (``supervised (model.encoder_weights=…)``), a run is paired with the one whose config agrees with its own
+in what tells those variants apart (e.g. the same pre-trained encoder); ``baseline`` names one row that every other
+row is paired with instead (e.g. ``supervised (model.encoder_weights=None)``: pre-trained against from scratch).
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from Code.reporting.runs import method_key
+from Code.reporting.runs import flat_config, method_key
 
 PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
 
@@ -45,14 +48,37 @@ def _gain_cell(deltas: List[float]) -> str:
     return f"{mean:+.2f}{spread} ({sum(d > 0 for d in vals)}/{len(vals)})"
 
 
-def paired_gains(results: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]]:
+def _partner(r: Dict[str, Any], candidates: List[Dict[str, Any]]) -> Optional[Dict[str, Any]]:
+    """The supervised run among ``candidates`` (same task, data set, labels, seed) that ``r`` is compared with: the
+    only one, or the one whose config agrees with ``r``'s in every key in which the candidates differ (e.g. the same
+    pre-trained encoder); None when that does not single one out."""
+    if len(candidates) <= 1:
+        return candidates[0] if candidates else None
+    flats = [flat_config(c["config"]) for c in candidates]
+    keys = {k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)}
+    own = flat_config(r["config"])
+    matches = [c for c, f in zip(candidates, flats) if all(own.get(k) == f.get(k) for k in keys)]
+    return matches[0] if len(matches) == 1 else None
+
+
+def paired_gains(results: List[Dict[str, Any]], baseline: Optional[str] = None
+                 ) -> Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]]:
     """``{(method, task, dataset, labels, at): {metric: [Δ per shared seed]}}``, ``at`` ∈ {"val", "final"};
-    Δ against the ``supervised`` run of the same task, data set, label budget and seed."""
-    base = {(r["task"], r["dataset"], r["labels"], r["seed"]): r for r in results if r["method"] == "supervised"}
+    Δ against the run of the same task, data set, label budget and seed in the reference row: ``baseline`` when
+    given, else supervised-only (:func:`_partner` chooses among several supervised variants)."""
+    def is_ref(r: Dict[str, Any]) -> bool:
+        return r["method"] == baseline if baseline else r["config"].get("method") == "supervised"
+
+    refs: Dict[Tuple[Any, ...], List[Dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        if is_ref(r):
+            refs[(r["task"], r["dataset"], r["labels"], r["seed"])].append(r)
     gains: Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        ref = base.get((r["task"], r["dataset"], r["labels"], r["seed"]))
-        if r["method"] == "supervised" or ref is None:
+        if is_ref(r):
+            continue
+        ref = _partner(r, refs.get((r["task"], r["dataset"], r["labels"], r["seed"]), []))
+        if ref is None:
             continue
         for at, key in (("val", "best_metrics"), ("final", "final_metrics")):
             if r[key] is None or ref[key] is None:
@@ -63,14 +89,17 @@ def paired_gains(results: List[Dict[str, Any]]) -> Dict[Tuple[str, str, str, Any
     return gains
 
 
-def gains_markdown(results: List[Dict[str, Any]]) -> Optional[str]:
-    """The paired gains over supervised-only as a Markdown table; None when no run has a supervised partner."""
-    gains = paired_gains(results)
+def gains_markdown(results: List[Dict[str, Any]], baseline: Optional[str] = None) -> Optional[str]:
+    """The paired gains (see :func:`paired_gains`) as a Markdown table; None when no run has a partner."""
+    gains = paired_gains(results, baseline)
     if not gains:
         return None
     header = ["method", "task", "data", "labels", "test at", *(f"Δ {k}" for k in PAIR_METRICS)]
-    lines = ["**Paired gain over supervised-only** — test, percentage points, Δ = method − supervised of the same "
-             "seed; mean ± sample std over seeds (seeds ahead / seeds).", "",
+    title, against = (f"Paired gain over {baseline}", f"`{baseline}`") if baseline else (
+        "Paired gain over supervised-only", "supervised-only")
+    several = "" if baseline else " (of the same settings, e.g. encoder, where there are several supervised rows)"
+    lines = [f"**{title}** — test, percentage points, Δ = row − {against} of the same seed{several}; "
+             "mean ± sample std over seeds (seeds ahead / seeds).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = sorted(gains, key=lambda k: (method_key(k[0]), k[1], k[2], str(k[3]), k[4] != "val"))
     for method, task, dataset, labels, at in order:

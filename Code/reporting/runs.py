@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -96,14 +97,37 @@ def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, An
 POOLING_IGNORES = ("seed", "device", "log", "data.num_workers")  # keys in which seeds of one experiment may differ
 
 
-def _flat(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+def flat_config(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     out: Dict[str, Any] = {}
     for key, value in config.items():
         if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
+            out.update(flat_config(value, f"{prefix}{key}."))
         elif not any(f"{prefix}{key}" == k or f"{prefix}{key}".startswith(k + ".") for k in POOLING_IGNORES):
             out[f"{prefix}{key}"] = value
     return out
+
+
+def template_seed(results: List[Dict[str, Any]], keys: Sequence[str]) -> None:
+    """For each dotted config key in ``keys`` (e.g. ``model.encoder_weights``), write the run's own seed in a string
+    value as ``{seed}`` (as a whole number: seed 1 turns ``busi64_s1/encoder.pth`` into ``busi64_s{seed}/…`` but
+    leaves ``busi64`` alone), so that seeds whose configs name a per-seed file pool into one row. In place; a key
+    that no run has is a UserError (a typo would otherwise pool nothing, silently)."""
+    found = set()
+    for r in results:
+        seed = r["config"].get("seed")
+        for key in keys:
+            *parents, leaf = key.split(".")
+            node = r["config"]
+            for part in parents:
+                node = node.get(part) if isinstance(node, dict) else None
+            if not isinstance(node, dict) or leaf not in node:
+                continue
+            found.add(key)
+            if isinstance(node[leaf], str) and seed is not None:
+                node[leaf] = re.sub(rf"(?<![0-9]){int(seed)}(?![0-9])", "{seed}", node[leaf])
+    missing = [k for k in keys if k not in found]
+    if missing:
+        raise UserError(f"--per-seed {', '.join(missing)}: no run's config.yaml has this key")
 
 
 def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
@@ -116,7 +140,7 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
         cells[(r["method"], r["dataset"], r["labels"], r["task"])].append(r)
     notes = []
     for (method, dataset, labels, task), runs in cells.items():
-        flats = [_flat(r["config"]) for r in runs]
+        flats = [flat_config(r["config"]) for r in runs]
         keys = sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
         if not keys:
             continue
@@ -146,7 +170,7 @@ def settings_beyond_method(results: List[Dict[str, Any]]) -> str:
     runs of a row share; '' when no row differs or an entry has no supervised-only runs."""
     rows: Dict[Tuple[str, str], List[Dict[str, Any]]] = defaultdict(list)
     for r in results:
-        rows[(r["task"], r["method"])].append(_flat(r["config"]))
+        rows[(r["task"], r["method"])].append(flat_config(r["config"]))
 
     def shared(flats: List[Dict[str, Any]]) -> Dict[str, Any]:
         return {k: v for k, v in flats[0].items() if k != "method" and all(k in f and f[k] == v for f in flats)}

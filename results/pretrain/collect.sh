@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Refresh results/pretrain/ from the run folders (report.py tables; per run the small files only, never
 # checkpoints, encoders or event files):
-#   runs/pretrain/busi_s0      -> busi_s0/    (128x128, 400 steps: the first pilot)
-#   runs/pretrain/busi64_s0    -> busi64_s0/  (64x64, 1600 steps)
-#   runs/busi_pretrained/{seg,cls}   -> seg/, cls/, runs/             (fine-tunes from busi_s0)
-#   runs/busi_pretrained64/{seg,cls} -> busi64_s0/{seg,cls,runs}/     (fine-tunes from busi64_s0)
+#   runs/pretrain/busi_s0            -> busi_s0/     (128x128, 400 steps: the first pilot)
+#   runs/pretrain/busi64_s{0,1,2}    -> busi64_s*/   (64x64, 1600 steps: the grid's recipe; curve and k-NN table)
+#   runs/busi_pretrained/{seg,cls}   -> seg/, cls/, runs/   (pilot 1's fine-tunes from busi_s0)
+#   runs/busi_pretrained64/{seg,cls} -> grid64/            (fine-tunes from busi64_s{seed}, beside the BUSI grid's
+#                                                            from-scratch runs of the same methods and seeds)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 source results/copy_run_files.sh
 out=results/pretrain
+report() { OMP_NUM_THREADS=1 $PY Code/report.py "$@" > /dev/null; }
 pretrain_files() {  # pretrain_files RUN DEST
   if [ -f "$1/encoder.pth" ]; then
     mkdir -p "$2"
@@ -17,24 +19,41 @@ pretrain_files() {  # pretrain_files RUN DEST
     OMP_NUM_THREADS=1 $PY -m Code.reporting.scalars "$1/tensorboard" "$2/curve.csv" > /dev/null
   fi
 }
-finetunes() {  # finetunes RUNS_ROOT DEST_TABLES DEST_RUNS: each finished fine-tune beside the from-scratch run of the
-  for task in seg cls; do  # same method and seed in runs/busi/TASK (the BUSI grid), when that run exists
-    if ls "$1/$task"/*/final_metrics.json >/dev/null 2>&1; then
-      rm -rf "$2/$task" "$3/$task"
-      runs=()
-      for done in "$1/$task"/*/final_metrics.json; do
-        d=$(dirname "$done")
-        runs+=("$d")
-        if [ -f "runs/busi/$task/$(basename "$d")/final_metrics.json" ]; then runs+=("runs/busi/$task/$(basename "$d")"); fi
-      done
-      OMP_NUM_THREADS=1 $PY Code/report.py "${runs[@]}" --out "$2/$task" > /dev/null
-      for done in "$1/$task"/*/final_metrics.json; do
-        copy_run_files "$(dirname "$done")" "$3/$task/$(basename "$(dirname "$done")")"
-      done
-    fi
-  done
-}
 pretrain_files runs/pretrain/busi_s0 $out/busi_s0
-pretrain_files runs/pretrain/busi64_s0 $out/busi64_s0
-finetunes runs/busi_pretrained $out $out/runs
-finetunes runs/busi_pretrained64 $out/busi64_s0 $out/busi64_s0/runs
+for s in 0 1 2; do pretrain_files runs/pretrain/busi64_s$s $out/busi64_s$s; done
+
+# pilot 1: each fine-tune beside the from-scratch run of the same method and seed
+for task in seg cls; do
+  if ls runs/busi_pretrained/$task/*/final_metrics.json >/dev/null 2>&1; then
+    rm -rf "$out/$task" "$out/runs/$task"
+    runs=()
+    for done in runs/busi_pretrained/$task/*/final_metrics.json; do
+      d=$(dirname "$done"); runs+=("$d")
+      copy_run_files "$d" "$out/runs/$task/$(basename "$d")"
+      if [ -f "runs/busi/$task/$(basename "$d")/final_metrics.json" ]; then runs+=("runs/busi/$task/$(basename "$d")"); fi
+    done
+    report "${runs[@]}" --out "$out/$task"
+  fi
+done
+
+# the 64x64 grid: every finished fine-tune, the from-scratch run of the same method and seed (the BUSI grid's) and
+# the from-scratch supervised run of that seed;
+# report.md pairs Hermes with supervised from the same start, vs_scratch/report.md pairs every row with
+# from-scratch supervised-only
+rm -rf $out/grid64
+for task in seg cls; do
+  if ls runs/busi_pretrained64/$task/*/final_metrics.json >/dev/null 2>&1; then
+    runs=()
+    for done in runs/busi_pretrained64/$task/*/final_metrics.json; do
+      d=$(dirname "$done"); runs+=("$d")
+      copy_run_files "$d" "$out/grid64/runs/$task/$(basename "$d")"
+      for scratch in "runs/busi/$task/$(basename "$d")" "runs/busi/$task/supervised_n144_s${d##*_s}"; do
+        if [ -f "$scratch/final_metrics.json" ] && [[ " ${runs[*]} " != *" $scratch "* ]]; then runs+=("$scratch"); fi
+      done
+    done
+    report "${runs[@]}" --out "$out/grid64/$task" --per-seed model.encoder_weights
+    report "${runs[@]}" --out "$out/grid64/$task/vs_scratch" --per-seed model.encoder_weights \
+        --baseline "supervised (model.encoder_weights=None)"
+  fi
+done
+rm -rf $out/busi64_s0/seg $out/busi64_s0/cls $out/busi64_s0/runs   # pilot 2's fine-tunes now live in grid64/
