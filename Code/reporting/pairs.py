@@ -97,7 +97,8 @@ def gains_markdown(results: List[Dict[str, Any]], baseline: Optional[str] = None
     header = ["method", "task", "data", "labels", "test at", *(f"Δ {k}" for k in PAIR_METRICS)]
     title, against = (f"Paired gain over {baseline}", f"`{baseline}`") if baseline else (
         "Paired gain over supervised-only", "supervised-only")
-    several = "" if baseline else " (of the same settings, e.g. encoder, where there are several supervised rows)"
+    variants = {r["method"] for r in results if r["config"].get("method") == "supervised"}
+    several = " (the supervised row of the same settings, e.g. encoder)" if not baseline and len(variants) > 1 else ""
     lines = [f"**{title}** — test, percentage points, Δ = row − {against} of the same seed{several}; "
              "mean ± sample std over seeds (seeds ahead / seeds).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
