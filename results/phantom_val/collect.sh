@@ -4,13 +4,13 @@
 # files). Folders: runs/phantom_comparison (seg_train.py grid), runs/phantom_cls (cls_train.py grid),
 # runs/phantom_oracle (supervised-only with every train label: the head-room), runs/phantom_noval (supervised-only
 # on the split of the previous engine, no val/: why supervised-only rose), runs/phantom800/seg (the seg grid at
-# the BUSI protocol's 800 iterations: schedule_decision.md).
+# the BUSI protocol's 800 iterations: schedule_decision.md), runs/phantom800/cls (the cls_train.py grid at 800).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 source results/copy_run_files.sh
 out=results/phantom_val
-rm -rf $out/seg $out/cls $out/oracle $out/old_split $out/seg800 $out/runs $out/report.md $out/report.csv
+rm -rf $out/seg $out/cls $out/oracle $out/old_split $out/seg800 $out/cls800 $out/runs $out/report.md $out/report.csv
 collect() {  # collect RUNS_DIR NAME
   if ls "$1"/*/final_metrics.json >/dev/null 2>&1; then
     OMP_NUM_THREADS=1 $PY Code/report.py "$1" --out "$out/$2" > /dev/null
@@ -25,3 +25,4 @@ collect runs/phantom_cls cls
 collect runs/phantom_oracle oracle
 collect runs/phantom_noval old_split
 collect runs/phantom800/seg seg800
+collect runs/phantom800/cls cls800
