@@ -14,8 +14,8 @@ decides unless ``--select`` overrides it. Below the tables: the paired gain of e
 (Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
 val-chosen and at the final step (the per-seed pairs). ``--baseline ROW`` pairs every row with ROW instead (e.g.
 pre-trained against from-scratch supervised-only); ``--per-seed KEY`` pools seeds whose config names a per-seed file
-(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Cells are the mean ± **sample** standard deviation (ddof = 1) over the runs
-(seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
+(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Cells are the
+mean ± **sample** standard deviation (ddof = 1) over the runs (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
 std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
 only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is
 its own row, named by the differing settings (``hermes (train.iters=400)``). NaN values (e.g. AUC
