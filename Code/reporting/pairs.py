@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from Code.reporting.runs import flat_config, method_key
+from Code.reporting.runs import differing_keys, flat_config, method_key
 
 PAIR_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
 
@@ -55,7 +55,7 @@ def _partner(r: Dict[str, Any], candidates: List[Dict[str, Any]]) -> Optional[Di
     if len(candidates) <= 1:
         return candidates[0] if candidates else None
     flats = [flat_config(c["config"]) for c in candidates]
-    keys = {k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)}
+    keys = differing_keys(flats)
     own = flat_config(r["config"])
     matches = [c for c, f in zip(candidates, flats) if all(own.get(k) == f.get(k) for k in keys)]
     return matches[0] if len(matches) == 1 else None

@@ -107,6 +107,11 @@ def flat_config(config: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
     return out
 
 
+def differing_keys(flats: List[Dict[str, Any]]) -> List[str]:
+    """The sorted keys of flattened configs (:func:`flat_config`) in which any two of them differ."""
+    return sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
+
+
 def template_seed(results: List[Dict[str, Any]], keys: Sequence[str]) -> None:
     """For each dotted config key in ``keys`` (e.g. ``model.encoder_weights``), write the run's own seed in a string
     value as ``{seed}`` (as a whole number: seed 1 turns ``busi64_s1/encoder.pth`` into ``busi64_s{seed}/…`` but
@@ -141,7 +146,7 @@ def split_config_variants(results: List[Dict[str, Any]]) -> List[str]:
     notes = []
     for (method, dataset, labels, task), runs in cells.items():
         flats = [flat_config(r["config"]) for r in runs]
-        keys = sorted({k for f in flats for k in f if any(g.get(k) != f.get(k) for g in flats)})
+        keys = differing_keys(flats)
         if not keys:
             continue
         for r, f in zip(runs, flats):
