@@ -26,3 +26,7 @@ collect runs/phantom_oracle oracle
 collect runs/phantom_noval old_split
 collect runs/phantom800/seg seg800
 collect runs/phantom800/cls cls800
+# Hermes paired with FixMatch of the same seed (the 800-iteration seg grid)
+if ls runs/phantom800/seg/fixmatch_*/final_metrics.json >/dev/null 2>&1; then
+  OMP_NUM_THREADS=1 $PY Code/report.py runs/phantom800/seg --baseline fixmatch --out "$out/seg800/vs_fixmatch" > /dev/null
+fi
