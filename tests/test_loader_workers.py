@@ -1,6 +1,7 @@
-"""DataLoader workers' life cycle (Code/engine/data.py): they live in a process group of their own, still obey
-their parent's SIGTERM, and the trainers shut them down themselves instead of leaving it to garbage collection. A
-terminal's group signal that saves ``latest.pt``: tests/test_run_folder.py::test_group_signal_with_loader_workers_saves.
+"""DataLoader workers' life cycle (Code/engine/data.py, Code/engine/worker_signals.py): they live in a process group
+of their own (a group signal sent while one starts waits until it has left), still obey their parent's SIGTERM,
+and the trainers shut them down themselves instead of leaving it to garbage collection. A terminal's group
+signal that saves ``latest.pt``: tests/test_run_folder.py::test_group_signal_with_loader_workers_saves.
 """
 import multiprocessing
 import os
@@ -12,7 +13,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from Code.engine.data import BatchStream, isolate_worker
+from Code.engine.data import BatchStream
+from Code.engine.worker_signals import isolate_worker
 from Code.engine.run_folder import REPO_ROOT
 from helpers import SMOKE_CONFIG, SUBPROCESS_ENV as ENV
 
@@ -88,3 +90,56 @@ def test_trainer_exits_without_garbage_collection(phantom_split, tmp_path):
         raise AssertionError(f"seg_train.py did not exit; stderr tail: {str(hung.stderr)[-1500:]}") from None
     assert done.returncode == 0, done.stderr[-2000:]
     assert "test metrics at the final step" in done.stdout
+
+
+_SLOW_WORKER_START = """
+import signal, sys, time
+from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
+received = []
+signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+def slow_start(worker_id):  # a worker forked but not yet out of the group, held there for 3 s
+    print("forked", flush=True)
+    time.sleep(3)
+    isolate_worker(worker_id)
+loader = GroupSafeDataLoader([0, 1, 2, 3], batch_size=None, num_workers=1, worker_init_fn=slow_start)
+print(list(loader), received, flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_group_signal_between_fork_and_isolation_spares_the_worker():
+    """A group SIGTERM that arrives after a worker is forked but before ``isolate_worker`` has moved it out of the
+    group (evaluation forks workers every time; a CI run once died so) must reach the main process only. Mutation
+    checked: a plain DataLoader here dies on "DataLoader worker ... exited unexpectedly"."""
+    proc = subprocess.Popen([sys.executable, "-c", _SLOW_WORKER_START], cwd=REPO_ROOT, env=ENV, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout.readline().strip() == "forked"
+    os.killpg(proc.pid, signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err[-2000:]
+    assert out.strip() == f"[0, 1, 2, 3] [{int(signal.SIGTERM)}]"
+
+
+_PARENT_STOPS_A_STARTING_WORKER = """
+import multiprocessing, os, signal, time
+from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
+def slow_start(worker_id):
+    time.sleep(3)
+    isolate_worker(worker_id)
+batches = iter(GroupSafeDataLoader([0, 1], batch_size=None, num_workers=1, worker_init_fn=slow_start))
+time.sleep(1)
+(worker,) = multiprocessing.active_children()
+os.kill(worker.pid, signal.SIGTERM)
+worker.join(30)
+print("stopped" if worker.exitcode is not None else "still running", flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "sigwaitinfo"), reason="reads the sender of a pending signal (Linux)")
+def test_parent_sigterm_before_isolation_still_stops_the_worker():
+    """The pending signals a starting worker discards are the group's, not its parent's: a SIGTERM from the main
+    process (a DataLoader's ``terminate()``) still stops it. Mutation checked: discarding every pending signal
+    leaves the worker running."""
+    done = subprocess.run([sys.executable, "-c", _PARENT_STOPS_A_STARTING_WORKER], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "stopped", done.stderr[-2000:]

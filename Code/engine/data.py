@@ -6,7 +6,6 @@ seeded by ``(seed, stream, e)``. A stream is then fully described by the number 
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -16,6 +15,7 @@ from torch.utils.data.distributed import DistributedSampler
 
 from Code.data import SplitDataset
 from Code.engine.distributed import DistInfo
+from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
 from Code.errors import UserError
 
 
@@ -102,18 +102,6 @@ class InfiniteBatchSampler(Sampler):
         return self.batches_per_epoch
 
 
-def isolate_worker(_worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: the worker leaves the main process's process group.
-
-    A Ctrl-C in a terminal (or ``kill -- -PGID``, or a batch scheduler) signals the whole process group. In a group
-    of its own a worker never sees it, so a SIGTERM cannot kill the workers before the main process has saved
-    ``latest.pt`` after the current step. SIGTERM sent to the worker itself keeps PyTorch's handling (exit when the
-    parent sends it): the DataLoader's ``terminate()``, and multiprocessing's at interpreter exit, still stop it. (A
-    worker that ignored SIGTERM instead hung the exit for ever when its loader was still open there.) Workers also
-    stop when the main process dies (PyTorch's watchdog)."""
-    os.setpgid(0, 0)
-
-
 class BatchStream:
     """An endless, resumable stream of training batches; ``consumed`` is its whole state."""
 
@@ -127,7 +115,7 @@ class BatchStream:
     def _start(self) -> Iterator:
         sampler = InfiniteBatchSampler(len(self.dataset), self.batch_size, self.seed, self.stream, self.dist,
                                        start=self.consumed)
-        loader = DataLoader(_EpochTagged(self.dataset), batch_sampler=sampler, num_workers=self.num_workers,
+        loader = GroupSafeDataLoader(_EpochTagged(self.dataset), batch_sampler=sampler, num_workers=self.num_workers,
                             pin_memory=self.pin_memory, persistent_workers=False, generator=torch.Generator(),
                             prefetch_factor=2 if self.num_workers > 0 else None, worker_init_fn=isolate_worker)
         return iter(loader)
@@ -192,6 +180,6 @@ def build_eval_loader(config: Dict[str, Any], split: Path, dist: DistInfo, part:
     if len(dataset) == 0:
         raise UserError(f"the {part} list {split / part / 'labeled.txt'} is empty")
     sampler = DistributedSampler(dataset, dist.world_size, dist.rank, shuffle=False) if dist.enabled else None
-    return DataLoader(dataset, batch_size=config["eval"]["batch_size"], shuffle=False, sampler=sampler,
+    return GroupSafeDataLoader(dataset, batch_size=config["eval"]["batch_size"], shuffle=False, sampler=sampler,
                       num_workers=min(data["num_workers"], 2), generator=torch.Generator(),
                       worker_init_fn=isolate_worker)
