@@ -3,6 +3,7 @@
     python Code/make_figures.py architecture            # Assets/architecture.png  (the network, as built)
     python Code/make_figures.py phantom [--raw DIR]     # Assets/phantom_samples.png (built-in data, with masks)
     python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (test Dice / accuracy)
+    python Code/make_figures.py pretrain-curves RUN [RUN ...] --out PNG   # pretrain.py runs: InfoNCE, std, k-NN
 """
 import _bootstrap  # noqa: F401
 
@@ -118,6 +119,44 @@ def draw_curves(runs: Sequence[Path], out: Path) -> Path:
     return _save(fig, out)
 
 
+PRETRAIN_PANELS = (("loss/infonce", "InfoNCE loss"), ("health/embed_std", "embedding std (collapse → 0)"),
+                   ("val/knn_accuracy", "val 20-NN accuracy (%)"))
+
+
+def _pretrain_scalars(run: Path) -> dict:
+    """``{tag: {step: value}}`` of a pretrain.py run folder (its tensorboard/) or of its ``curve.csv`` (a folder
+    holding one, or the file: what ``python -m Code.reporting.scalars`` writes under ``results/``)."""
+    from Code.reporting.scalars import read_scalars
+
+    run = Path(run)
+    table = run if run.suffix == ".csv" else run / "curve.csv"
+    if table.is_file():
+        with table.open() as handle:
+            rows = list(csv.DictReader(handle))
+        return {tag: {int(r["step"]): float(r[tag]) for r in rows if r.get(tag)} for tag, _ in PRETRAIN_PANELS}
+    if (run / "tensorboard").is_dir():
+        return read_scalars(run / "tensorboard")
+    raise UserError(f"no curve.csv or tensorboard/ in {run}")
+
+
+def draw_pretrain_curves(runs: Sequence[Path], out: Path) -> Path:
+    fig, axes = plt.subplots(1, len(PRETRAIN_PANELS), figsize=(15, 4))
+    for run in runs:
+        scalars = _pretrain_scalars(run)
+        label = Path(run).parent.name if Path(run).suffix == ".csv" else Path(run).name
+        for ax, (tag, _) in zip(axes, PRETRAIN_PANELS):
+            points = sorted(scalars.get(tag, {}).items())
+            scale = 100 if tag.startswith("val/") else 1
+            ax.plot([p[0] for p in points], [scale * p[1] for p in points], marker="o" if tag.startswith("val/")
+                    else None, markersize=3, label=label)
+    for ax, (_, title) in zip(axes, PRETRAIN_PANELS):
+        ax.set_title(title)
+        ax.set_xlabel("pre-training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out)
+
+
 def _save(fig, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -137,11 +176,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     curves = sub.add_parser("curves")
     curves.add_argument("runs", nargs="+", type=Path)
     curves.add_argument("--out", type=Path, default=ASSETS / "training_curves.png")
+    pretrain = sub.add_parser("pretrain-curves")
+    pretrain.add_argument("runs", nargs="+", type=Path, help="pretrain.py run folders, or their curve.csv")
+    pretrain.add_argument("--out", type=Path, default=ASSETS / "pretrain_curves.png")
     args = parser.parse_args(argv)
     if args.figure == "architecture":
         draw_architecture(args.out)
     elif args.figure == "phantom":
         draw_phantom(args.raw, args.out)
+    elif args.figure == "pretrain-curves":
+        draw_pretrain_curves(args.runs, args.out)
     else:
         draw_curves(args.runs, args.out)
     return 0

@@ -23,3 +23,24 @@ def test_architecture_and_curves(tmp_path):
 def test_phantom_samples(phantom_raw, tmp_path):
     out = figures.draw_phantom(phantom_raw, tmp_path / "samples.png")
     assert cv2.imread(str(out)) is not None
+
+
+def test_pretrain_curves_from_curve_csv_or_tensorboard(tmp_path):
+    from torch.utils.tensorboard import SummaryWriter
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "curve.csv").write_text("step,val/knn_accuracy,loss/infonce,health/embed_std\n0,0.6,,\n"
+                                     "10,,5.0,0.7\n20,0.7,4.5,0.9\n")
+    assert figures._pretrain_scalars(saved) == {"loss/infonce": {10: 5.0, 20: 4.5},
+                                                "health/embed_std": {10: 0.7, 20: 0.9},
+                                                "val/knn_accuracy": {0: 0.6, 20: 0.7}}
+    live = tmp_path / "live"
+    with SummaryWriter(live / "tensorboard") as writer:
+        for step, loss in ((10, 5.5), (20, 5.25)):
+            writer.add_scalar("loss/infonce", loss, step)
+    assert figures._pretrain_scalars(live)["loss/infonce"] == {10: 5.5, 20: 5.25}
+    out = figures.draw_pretrain_curves([saved, saved / "curve.csv", live], tmp_path / "pre.png")
+    assert cv2.imread(str(out)).shape[1] > 1000
+    with pytest.raises(UserError, match="no curve.csv or tensorboard/ in"):
+        figures.draw_pretrain_curves([tmp_path / "missing"], tmp_path / "x.png")

@@ -3,6 +3,7 @@
 # checkpoints, encoders or event files):
 #   runs/pretrain/busi_s0            -> busi_s0/     (128x128, 400 steps: the first pilot)
 #   runs/pretrain/busi64_s{0,1,2}    -> busi64_s*/   (64x64, 1600 steps: the grid's recipe; curve and k-NN table)
+#                                       pretrain_curves.png (their curves in one figure)
 #   runs/busi_pretrained/{seg,cls}   -> seg/, cls/, runs/   (pilot 1's fine-tunes from busi_s0)
 #   runs/busi_pretrained64/{seg,cls} -> grid64/            (fine-tunes from busi64_s{seed}, beside the BUSI grid's
 #                                                            from-scratch runs of the same methods and seeds)
@@ -21,6 +22,11 @@ pretrain_files() {  # pretrain_files RUN DEST
 }
 pretrain_files runs/pretrain/busi_s0 $out/busi_s0
 for s in 0 1 2; do pretrain_files runs/pretrain/busi64_s$s $out/busi64_s$s; done
+curves=($out/busi64_s*/curve.csv)
+if [ -f "${curves[0]}" ]; then   # the grid's pre-training curves: InfoNCE, embedding std, val k-NN
+  OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves "${curves[@]%/curve.csv}" --out $out/pretrain_curves.png \
+      > /dev/null
+fi
 
 # pilot 1: each fine-tune beside the from-scratch run of the same method and seed
 for task in seg cls; do
