@@ -45,7 +45,7 @@ done
 # the 64x64 grid: every finished fine-tune, the from-scratch run of the same method and seed (the BUSI grid's) and
 # the from-scratch supervised run of that seed;
 # report.md pairs Hermes with supervised from the same start, vs_scratch/report.md pairs every row with
-# from-scratch supervised-only
+# from-scratch supervised-only, vs_hermes_scratch/report.md with from-scratch Hermes
 rm -rf $out/grid64
 for task in seg cls; do
   if ls runs/busi_pretrained64/$task/*/final_metrics.json >/dev/null 2>&1; then
@@ -60,6 +60,18 @@ for task in seg cls; do
     report "${runs[@]}" --out "$out/grid64/$task" --per-seed model.encoder_weights
     report "${runs[@]}" --out "$out/grid64/$task/vs_scratch" --per-seed model.encoder_weights \
         --baseline "supervised (model.encoder_weights=None)"
+    report "${runs[@]}" --out "$out/grid64/$task/vs_hermes_scratch" --per-seed model.encoder_weights \
+        --baseline "hermes (model.encoder_weights=None)"
   fi
 done
+# the first draws of the seed-1 and seed-2 encoders were made on an earlier machine (pre-training is exact on one
+# machine, not across CPUs); the runs from them that were re-run from the re-made encoders are kept in
+# first_draw/runs/. The supervised-only table as it stood with the first draws, from the committed copies:
+OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves $out/busi64_s0 $out/first_draw/busi64_s{1,2} \
+    --out $out/first_draw/pretrain_curves.png > /dev/null
+keep_seg=$out/grid64/runs/seg/supervised_n144_s1   # seg seed 1 was not re-run (its Hermes run is from the first draw)
+report $out/first_draw/runs/seg $out/grid64/runs/seg/supervised_n144_s0 $keep_seg results/busi/runs/seg/supervised_n144_s{0,1,2} \
+    --out $out/first_draw/seg --per-seed model.encoder_weights --baseline "supervised (model.encoder_weights=None)"
+report $out/first_draw/runs/cls $out/grid64/runs/cls/supervised_n144_s0 results/busi/runs/cls/supervised_n144_s{0,1,2} \
+    --out $out/first_draw/cls --per-seed model.encoder_weights --baseline "supervised (model.encoder_weights=None)"
 rm -rf $out/busi64_s0/seg $out/busi64_s0/cls $out/busi64_s0/runs   # pilot 2's fine-tunes now live in grid64/
