@@ -127,6 +127,7 @@ def slow_start(worker_id):
     time.sleep(3)
     isolate_worker(worker_id)
 batches = iter(GroupSafeDataLoader([0, 1], batch_size=None, num_workers=1, worker_init_fn=slow_start))
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # else PyTorch's handler may raise on the death this test causes
 time.sleep(1)
 (worker,) = multiprocessing.active_children()
 os.kill(worker.pid, signal.SIGTERM)
