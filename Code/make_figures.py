@@ -126,14 +126,12 @@ PRETRAIN_PANELS = (("loss/infonce", "InfoNCE loss"), ("health/embed_std", "embed
 def _pretrain_scalars(run: Path) -> dict:
     """``{tag: {step: value}}`` of a pretrain.py run folder (its tensorboard/) or of its ``curve.csv`` (a folder
     holding one, or the file: what ``python -m Code.reporting.scalars`` writes under ``results/``)."""
-    from Code.reporting.scalars import read_scalars
+    from Code.reporting.scalars import read_scalars, read_scalars_csv
 
     run = Path(run)
     table = run if run.suffix == ".csv" else run / "curve.csv"
     if table.is_file():
-        with table.open() as handle:
-            rows = list(csv.DictReader(handle))
-        return {tag: {int(r["step"]): float(r[tag]) for r in rows if r.get(tag)} for tag, _ in PRETRAIN_PANELS}
+        return read_scalars_csv(table)
     if (run / "tensorboard").is_dir():
         return read_scalars(run / "tensorboard")
     raise UserError(f"no curve.csv or tensorboard/ in {run}")

@@ -5,7 +5,7 @@ import pytest
 from torch.utils.tensorboard import SummaryWriter
 
 from Code.errors import UserError
-from Code.reporting.scalars import main, write_scalars_csv
+from Code.reporting.scalars import main, read_scalars, read_scalars_csv, write_scalars_csv
 
 
 @pytest.fixture
@@ -48,3 +48,14 @@ def test_unknown_tag_and_folder_are_one_line_errors(tb_dir, tmp_path, capsys):
         write_scalars_csv(tb_dir, tmp_path / "x.csv", tags=["loss/nope"])
     assert main([str(tmp_path / "missing"), str(tmp_path / "x.csv")]) == 2
     assert "not a TensorBoard folder" in capsys.readouterr().err
+
+
+def test_read_back_gives_the_tensorboard_values(tb_dir, tmp_path):
+    out = tmp_path / "curve.csv"
+    write_scalars_csv(tb_dir, out)
+    back, logged = read_scalars_csv(out), read_scalars(tb_dir)
+    assert {tag: sorted(v) for tag, v in back.items()} == {"loss/infonce": [10, 20, 30, 40], "val/knn_accuracy": [0, 20]}
+    assert all(back[tag][step] == pytest.approx(logged[tag][step]) for tag in logged for step in logged[tag])
+    (tmp_path / "bad.csv").write_text("step,loss/infonce\nten,5.0\n")
+    with pytest.raises(UserError, match="bad.csv: not a scalars table"):
+        read_scalars_csv(tmp_path / "bad.csv")

@@ -53,6 +53,19 @@ def write_scalars_csv(tb_dir: Path, out: Path, tags: Optional[Sequence[str]] = N
     return len(rows)
 
 
+def read_scalars_csv(path: Path) -> Dict[str, Dict[int, float]]:
+    """The inverse of :func:`write_scalars_csv`: ``{tag: {step: value}}``, empty cells (a tag not logged at that
+    step) left out."""
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        tags = [name for name in reader.fieldnames or [] if name != "step"]
+        try:
+            rows = [(int(row["step"]), row) for row in reader]
+            return {tag: {step: float(row[tag]) for step, row in rows if row[tag]} for tag in tags}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UserError(f"{path}: not a scalars table (step, tag columns): {exc}") from None
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tensorboard", type=Path, help="a run's tensorboard/ folder")
