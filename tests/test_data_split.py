@@ -239,7 +239,7 @@ def test_draw_seed_redraws_only_the_labeled_partition(phantom_raw, tmp_path, run
     byte-identical; no --draw-seed means the draw seed equals --seed.
 
     Mutations checked: the labeled order seeded with ``seed`` instead of ``draw_seed`` → labeled lists equal; the
-    test carve seeded with ``draw_seed`` → test lists differ."""
+    test or val carve seeded with ``draw_seed`` → test / val lists differ."""
     args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 4, 10, "--val-ratio", 0.25, "--seed", 0]
     for name, draw in (("d1", 1), ("d2", 2), ("d2_again", 2), ("d0", 0)):
         result = run_main(data_split.main, *args, "--draw-seed", draw, "--out", tmp_path / name)

@@ -18,6 +18,7 @@ from Code.data import read_labeled_list, read_unlabeled_list
 from Code.DataProcess import data_split
 from Code.DataProcess.near_duplicates import best_matches, signatures, similar_pairs
 from Code.DataProcess.splitting import split_dataset
+from Code.errors import UserError
 
 SIZE = 24
 
@@ -161,3 +162,16 @@ def test_bad_threshold_is_a_one_line_error(tmp_path, run_main, assert_one_line_e
     result = run_main(data_split.main, "--dataset", "sztus", "--root", tmp_path, "--out", tmp_path / "o",
                       "--labels", 4, "--near-dup-threshold", value)
     assert_one_line_error(result, "--near-dup-threshold", fragment)
+
+
+def test_a_case_with_both_classes_is_still_refused(tmp_path):
+    """Frames of one case (``MIX-1`` benign, its copy ``MIX-2`` malignant) with both classes: the split's one-line
+    refusal, not a silent drop as near-duplicates.
+
+    Mutation checked: the mixed-case guard in group_near_duplicates removed → the case is dropped, no error."""
+    raw = make_raw(tmp_path / "raw")
+    pair = cv2.imread(str(raw / "benign" / "image" / "PAIRA-1.png"), 0)
+    _write(raw, "benign", "MIX-1", pair[::-1].copy())
+    _write(raw, "malignant", "MIX-2", _noised(pair[::-1].copy(), 3))
+    with pytest.raises(UserError, match="group 'MIX' has both benign and malignant"):
+        split_dataset("sztus", raw, tmp_path / "o", [4])
