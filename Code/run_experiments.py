@@ -3,8 +3,8 @@
 Usage::
 
     python Code/run_experiments.py --config FILE --labels N [N ...] [--methods supervised fixmatch hermes]
-        [--seeds 0 1 2] [--entry seg|cls] [--data SPLIT] [--out runs/experiments] [--iters K]
-        [--set key=value ...] [--dry-run]
+        [--seeds 0 1 2 | --draws 0 1 2 --data SPLIT_{draw}] [--entry seg|cls] [--data SPLIT] [--out runs/experiments]
+        [--iters K] [--set key=value ...] [--dry-run]
 
 Each run is a subprocess ``python Code/<entry>_train.py --config FILE --method M --labels N --seed S --out RUN``
 with RUN = ``<out>/<method>_n<N>_s<seed>``. Each run folder's ``config.yaml`` is compared with the config the
@@ -12,6 +12,10 @@ command resolves: the same config with ``final_metrics.json`` is finished and sk
 continued with ``--resume auto``; a change of ``train.iters`` only extends the run (the entry's rule); any other
 change is not run and counted as failed, so that a report never shows results of an older config as current. A failed
 run does not stop the grid; the exit status is 1 if any run failed. ``--dry-run`` prints the plan and commands.
+``--draws 0 1 2`` (instead of ``--seeds``) trains over labeled draws: the run of draw s uses seed s and the split
+folder ``--data`` with ``{draw}`` replaced by s (made by ``data_split.py --draw-seed s``); before anything runs, each
+draw's ``split.json`` must record ``draw_seed`` s and all draws must share the same test and val lists (one-line
+error otherwise). Run folders keep ``<method>_n<N>_s<seed>`` (seed = draw), so report.py pairs them by seed.
 Ctrl-C (SIGINT) or SIGTERM stops the grid cleanly: the running training is asked to save ``latest.pt`` after its
 current step (it gets SIGTERM) and the grid waits for it, then exits with 130; the same command continues.
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 import _bootstrap  # noqa: F401
 
 import argparse
+import json
 import shlex
 import signal
 import subprocess
@@ -33,6 +38,40 @@ from Code.errors import UserError, run_cli
 
 CODE_DIR = Path(__file__).resolve().parent
 ENTRIES = {"seg": CODE_DIR / "seg_train.py", "cls": CODE_DIR / "cls_train.py"}
+DRAW = "{draw}"  # placeholder in --data under --draws
+
+
+def split_for(args: argparse.Namespace, seed: int) -> Optional[str]:
+    """The split folder of the runs with ``seed``: ``--data``, with ``{draw}`` replaced by the seed under ``--draws``."""
+    return args.data.replace(DRAW, str(seed)) if args.data and args.draws else args.data
+
+
+def _held_out_lists(folder: Path) -> Tuple[str, str]:
+    return tuple((folder / part / "labeled.txt").read_text(encoding="utf-8")
+                 if (folder / part / "labeled.txt").is_file() else "" for part in ("test", "val"))
+
+
+def check_draws(args: argparse.Namespace) -> None:
+    """``--draws``: every draw's split folder exists, its split.json records ``draw_seed`` = the draw, and all draws
+    share the first one's test and val lists; UserError naming the folder(s) otherwise."""
+    if not args.data or DRAW not in args.data:
+        raise UserError(f"--draws needs --data with {DRAW} in it (e.g. --data splits/busi_d{DRAW}), the split folder "
+                        f"of each draw")
+    first = None
+    for draw in args.draws:
+        folder = Path(split_for(args, draw))
+        record_file = folder / "split.json"
+        if not record_file.is_file():
+            raise UserError(f"--draws {draw}: {record_file} not found (make it with data_split.py --draw-seed {draw})")
+        recorded = json.loads(record_file.read_text(encoding="utf-8")).get("draw_seed")
+        if recorded != draw:
+            raise UserError(f"--draws {draw}: {record_file} records draw_seed {recorded}, not {draw}")
+        lists = _held_out_lists(folder)
+        if first is None:
+            first = (folder, lists)
+        elif lists != first[1]:
+            raise UserError(f"--draws: {folder} and {first[0]} have different test or val lists (made with another "
+                            f"--seed, --test-ratio or --val-ratio?); draws must share them")
 
 
 def run_dir(out: Path, method: str, labels: int, seed: int) -> Path:
@@ -71,7 +110,7 @@ def build_command(args: argparse.Namespace, method: str, labels: int, seed: int,
     cmd = [sys.executable, str(ENTRIES[args.entry]), "--config", args.config, "--method", method,
            "--labels", str(labels), "--seed", str(seed), "--out", str(folder)]
     if args.data:
-        cmd += ["--data", args.data]
+        cmd += ["--data", split_for(args, seed)]
     if args.iters is not None:
         cmd += ["--iters", str(args.iters)]
     if args.set:
@@ -86,7 +125,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--config", required=True, help="config file passed to every run")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"methods ({', '.join(METHODS)})")
     parser.add_argument("--labels", nargs="+", type=int, required=True, help="label budgets N")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    runs = parser.add_mutually_exclusive_group()
+    runs.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2)")
+    runs.add_argument("--draws", nargs="+", type=int, default=None,
+                      help=f"labeled draws: draw s runs with seed s on --data with {DRAW} replaced by s")
     parser.add_argument("--entry", choices=sorted(ENTRIES), default="seg", help="seg_train.py or cls_train.py")
     parser.add_argument("--data", help="split folder (default: the config's data.split)")
     parser.add_argument("--out", default="runs/experiments", help="parent folder of the run folders")
@@ -100,8 +142,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         raise UserError(f"unknown method(s) {', '.join(unknown)} (valid: {', '.join(METHODS)})")
     if not Path(args.config).is_file():
         raise UserError(f"config file not found: {args.config}")
-    if args.data and not Path(args.data).is_dir():
+    if args.draws:
+        check_draws(args)
+    elif args.data and not Path(args.data).is_dir():
         raise UserError(f"data split folder not found: {args.data}")
+    args.seeds = args.draws or args.seeds or [0, 1, 2]
     if any(n <= 0 for n in args.labels) or (args.iters is not None and args.iters <= 0):
         raise UserError("--labels and --iters must be positive")
     return args

@@ -52,10 +52,39 @@ def test_reader_accepts_both_roots_and_finds_every_image():
 def test_counts_and_budgets(busi_split):
     record = json.loads((busi_split / "split.json").read_text())
     counts = record["counts"]
-    assert counts["test"]["benign"] == 131 and counts["test"]["malignant"] == 63  # round(0.3 · n) per class
+    # 437 benign + 210 malignant, less the 6 benign + 4 malignant copies with both labels (dropped)
+    assert counts["test"]["benign"] == 129 and counts["test"]["malignant"] == 62  # round(0.3 · n) per class
     assert counts["train/72/labeled"]["benign"] == counts["train/72/labeled"]["malignant"] == 36
     assert counts["train/144/unlabeled"]["total"] == counts["train"]["total"] - 144
-    assert counts["test"]["groups"] == counts["test"]["total"]  # each image its own group
+    assert counts["test"]["groups"] < counts["test"]["total"]  # near-duplicate sets are groups
+
+
+def _small(path: Path) -> np.ndarray:
+    image = cv2.resize(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), (32, 32), interpolation=cv2.INTER_AREA)
+    return image.astype(np.float64).ravel()
+
+
+def test_no_near_duplicate_pair_straddles_parts(busi_split):
+    """Near-duplicates found by the test's own correlation (np.corrcoef of 32×32 images, not the code's): no pair
+    is on two of test / val / train or on both sides of labeled/unlabeled; the copies with both labels are gone.
+
+    Mutation checked: grouping off (``near_dup_threshold=None`` in the fixture) → pairs straddle and this fails."""
+    record = json.loads((busi_split / "split.json").read_text())
+    names = sorted(record["files"])
+    where = []
+    for name in names:
+        entry = record["files"][name]
+        labeled = [n for n in (72, 144) if (busi_split / f"train/{n}/labeled/image" / name).is_file()]
+        where.append((entry["part"], tuple(labeled)))
+    corr = np.corrcoef(np.stack([_small(BUSI / record["files"][n]["source"]) for n in names]))
+    pairs = [(i, j) for i, j in zip(*np.nonzero(np.triu(corr, 1) >= 0.98))]
+    assert len(pairs) > 100
+    assert [(names[i], names[j]) for i, j in pairs if where[i] != where[j]] == []
+    near = record["near_duplicates"]
+    assert near["sets"] == 93 and near["images"] == 201 and len(near["dropped_conflicting"]) == 4
+    dropped = {name for names_ in near["dropped_conflicting"] for name in names_}
+    assert "Dataset_BUSI_with_GT/malignant/malignant (145).png" in dropped
+    assert not dropped & {entry["source"] for entry in record["files"].values()}
 
 
 def test_names_with_spaces_round_trip(busi_split):

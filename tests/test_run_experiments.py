@@ -164,3 +164,50 @@ def test_ctrl_c_lets_the_running_training_save_and_stops_the_grid(grid, tmp_path
     assert (out / "supervised_n8_s0" / "saved").read_text() == "SIGTERM"
     assert "stopped by SIGINT" in text and "run the same command again" in text
     assert not (out / "supervised_n8_s1").exists()
+
+
+def _draw_split(folder: Path, draw, test="a.png a.png 0\n", val="v.png v.png 1\n") -> Path:
+    """A split folder as data_split.py --draw-seed leaves it, as far as --draws reads it."""
+    import json
+
+    for part, text in (("test", test), ("val", val)):
+        (folder / part).mkdir(parents=True)
+        (folder / part / "labeled.txt").write_text(text)
+    (folder / "split.json").write_text(json.dumps({"seed": 0, "draw_seed": draw}))
+    return folder
+
+
+def test_draws_run_each_draw_on_its_split_with_its_seed(grid, tmp_path, capsys):
+    """Mutation checked: ``{draw}`` not replaced per run (every run gets draw 0's folder) → fails."""
+    config, out = grid
+    for draw in (0, 1, 2):
+        _draw_split(tmp_path / f"busi_d{draw}", draw)
+    argv = ["--config", str(config), "--methods", "supervised", "--labels", "8", "--draws", "0", "1", "2",
+            "--data", str(tmp_path / "busi_d{draw}"), "--out", str(out), "--dry-run"]
+    assert run_experiments.main(argv) == 0
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[")]
+    assert len(lines) == 3
+    for draw, line in zip((0, 1, 2), lines):
+        assert f"supervised_n8_s{draw}: would run:" in line
+        assert f"--seed {draw} " in line and f"--data {tmp_path / f'busi_d{draw}'}" in line
+
+
+def test_draws_refuse_mismatched_splits(grid, tmp_path, run_main, assert_one_line_error):
+    """Mutations checked: the draw_seed check removed, the test/val comparison removed → the matching case runs."""
+    config, out = grid
+    base = ["--config", str(config), "--labels", "8", "--out", str(out), "--dry-run"]
+    _draw_split(tmp_path / "d0", 0)
+    _draw_split(tmp_path / "d1", 0)  # made with the wrong --draw-seed
+    _draw_split(tmp_path / "e0", 0)
+    _draw_split(tmp_path / "e1", 1, test="b.png b.png 0\n")  # another test list
+    _draw_split(tmp_path / "f0", 0)
+    _draw_split(tmp_path / "f1", 1, val="w.png w.png 1\n")  # another val list
+    cases = [(["--draws", "0", "1", "--data", str(tmp_path / "d0")], ("--draws", "{draw}")),
+             (["--draws", "0", "1", "--data", str(tmp_path / "d{draw}")], (str(tmp_path / "d1"), "draw_seed 0")),
+             (["--draws", "0", "1", "--data", str(tmp_path / "e{draw}")], (str(tmp_path / "e1"), "test or val")),
+             (["--draws", "0", "1", "--data", str(tmp_path / "f{draw}")], (str(tmp_path / "f1"), "test or val")),
+             (["--draws", "0", "3", "--data", str(tmp_path / "f{draw}")], (str(tmp_path / "f3"), "not found"))]
+    for extra, fragments in cases:
+        assert_one_line_error(run_main(run_experiments.main, *base, *extra), *fragments)
+    both = run_main(run_experiments.main, *base, "--draws", "0", "--seeds", "0", "--data", str(tmp_path / "d0"))
+    assert both.returncode == 2 and "not allowed with" in both.stderr

@@ -1,8 +1,8 @@
 """Split a raw ultrasound data set into test / labeled / unlabeled parts (layout of DESIGN §5).
 
     python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...|all]
-        [--seed 0] [--test-ratio 0.3] [--val-ratio 0.1] [--group-regex REGEX] [--include-normal] [--csv FILE] [--force]
-        [--extra-unlabeled DIR_OR_CSV ...]
+        [--seed 0] [--draw-seed S] [--test-ratio 0.3] [--val-ratio 0.1] [--group-regex REGEX] [--include-normal]
+        [--csv FILE] [--force] [--extra-unlabeled DIR_OR_CSV ...] [--near-dup-threshold 0.98|off]
 
 Per class, ~test-ratio of the images (whole groups) go to test/ and ~val-ratio to val/ (where checkpoints are
 chosen; carved from train before any budget is drawn; 0 = no val/); for each budget N, N/2 labeled images per class
@@ -12,6 +12,9 @@ Groups: sztus = case id (``L1-0001`` of ``L1-0001-2.png``), busi = each image, c
 images as class 0 with empty masks. The rule and the file renaming are described in splitting.py/split_plan.py.
 ``--labels all`` labels every train image (one budget, N = their number). CSV rows with empty mask and label and
 ``--extra-unlabeled`` images join every budget's unlabeled pool only (unlabeled_pool.py).
+Near-duplicate images (32×32 correlation ≥ ``--near-dup-threshold``) join one group; sets with both classes are
+dropped and listed (near_duplicates.py). ``--draw-seed S`` (default ``--seed``) redraws only the labeled/unlabeled
+partition of train: test and val depend on ``--seed`` alone, so draws stay comparable.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ from typing import Optional, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from Code.DataProcess.near_duplicates import DEFAULT_THRESHOLD, parse_threshold  # noqa: E402
 from Code.DataProcess.splitting import format_summary, split_dataset  # noqa: E402
 from Code.errors import UserError, run_cli  # noqa: E402
 
@@ -43,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", required=True, help="output split folder")
     parser.add_argument("--labels", required=True, type=budget, nargs="+", metavar="N",
                         help="label budgets (even): N/2 labeled images per class; 'all': every labeled train image")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the test / val assignment")
+    parser.add_argument("--draw-seed", type=int, default=None,
+                        help="seed of the labeled/unlabeled draw of train (default: --seed); test and val unchanged")
     parser.add_argument("--test-ratio", type=float, default=0.3)
     parser.add_argument("--val-ratio", type=float, default=0.1,
                         help="share of each class carved from train into val/ (checkpoint choice); 0 = none")
@@ -54,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-unlabeled", action="append", default=[], metavar="DIR_OR_CSV",
                         help="more unlabeled images for every budget's unlabeled pool: a folder or a CSV with an "
                              "'image' column (repeatable)")
+    parser.add_argument("--near-dup-threshold", default=str(DEFAULT_THRESHOLD), metavar="R|off",
+                        help="near-duplicates (Pearson r of 32x32 grayscale images >= R) share a group; sets with "
+                             f"both classes are dropped; 'off' disables (default {DEFAULT_THRESHOLD})")
     return parser
 
 
@@ -66,9 +75,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     record = split_dataset(args.dataset, args.root, args.out, args.labels, seed=args.seed,
                            test_ratio=args.test_ratio, val_ratio=args.val_ratio, group_regex=args.group_regex,
                            include_normal=args.include_normal, csv_file=args.csv, force=args.force,
-                           extra_unlabeled=args.extra_unlabeled)
+                           extra_unlabeled=args.extra_unlabeled, draw_seed=args.draw_seed,
+                           near_dup_threshold=parse_threshold(args.near_dup_threshold))
     print(format_summary(record))
-    print(f"split written to {args.out} (seed {args.seed}; sources in {Path(args.out) / 'split.json'})")
+    print(f"split written to {args.out} (seed {args.seed}, draw seed {record['draw_seed']}; sources in "
+          f"{Path(args.out) / 'split.json'})")
     return 0
 
 

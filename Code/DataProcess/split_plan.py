@@ -7,7 +7,8 @@ Rule (per class c, independently; a group is a case, all of whose frames stay to
 1b. val (``val_ratio`` > 0): carved out of train *before* any budget is drawn, the same way with
    ``default_rng([seed, 3, c])`` and ``round(val_ratio · n_c)`` images (a share of the whole class, like the
    test share); val is where checkpoints and thresholds are chosen, never test.
-2. labeled: the train groups in a seeded order ``default_rng([seed, 2, c])``; for the budgets N₁ < N₂ < … the
+2. labeled: the train groups in a seeded order ``default_rng([draw_seed, 2, c])`` (``draw_seed``, default
+   ``seed``: another draw redraws only the labeled/unlabeled partition, test and val stay fixed); for the budgets N₁ < N₂ < … the
    labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets);
    should whole groups make that impossible, the sets are chosen largest first instead, each an exact fill inside
    the next larger one (:func:`nested_fill`). Error if neither gives exactly Nₖ/2 images for every k.
@@ -142,7 +143,7 @@ def _carve(groups: Dict[str, List[int]], keys: Sequence[str], target: int, seed:
     return ([g for p, g in enumerate(order) if p in chosen], [g for p, g in enumerate(order) if p not in chosen])
 
 
-def _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio=0.0) -> tuple:
+def _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio=0.0, draw_seed=None) -> tuple:
     """(test indices, val indices, train indices, {N: labeled indices}) of one class."""
     groups = _class_groups(items, indices)
     test_groups, rest = _carve(groups, list(groups), int(round(test_ratio * len(indices))), seed, 1, label)
@@ -156,7 +157,7 @@ def _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio=0.0
         if n // 2 > len(train):
             raise UserError(f"--labels {n} needs {n // 2} labeled {name} images but the {name} train part has only "
                             f"{len(train)}, so N can be at most {2 * len(train)}")
-    ordered = _seeded_order(train_groups, seed, 2, label)
+    ordered = _seeded_order(train_groups, seed if draw_seed is None else draw_seed, 2, label)
     chosen = nested_fill([len(groups[g]) for g in ordered], [n // 2 for n in budgets])
     if chosen is None:
         raise UserError(f"--labels {' '.join(map(str, budgets))}: no nested choice of whole {name} cases gives "
@@ -167,8 +168,9 @@ def _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio=0.0
 
 
 def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
-               val_ratio: float = 0.0) -> SplitPlan:
-    """Decide which item goes where (no files are touched). See the module docstring for the rule."""
+               val_ratio: float = 0.0, draw_seed: Optional[int] = None) -> SplitPlan:
+    """Decide which item goes where (no files are touched). See the module docstring for the rule; test and val
+    depend on ``seed`` only, the labeled sets on ``draw_seed`` (None: ``seed``)."""
     if not 0.0 < test_ratio < 1.0:
         raise UserError(f"--test-ratio {test_ratio} must be between 0 and 1 (exclusive)")
     if not 0.0 <= val_ratio < 1.0 or test_ratio + val_ratio >= 1.0:
@@ -181,7 +183,8 @@ def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, t
     plan = SplitPlan([], [], {n: [] for n in budgets})
     for label in (0, 1):
         indices = [i for i, item in enumerate(items) if item.label == label]
-        test, val, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio)
+        test, val, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio,
+                                                 draw_seed)
         plan.test += test
         plan.val += val
         plan.train += train

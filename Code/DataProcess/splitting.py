@@ -21,6 +21,8 @@ import numpy as np
 
 from Code.data.image_io import binarize_mask, load_gray
 from Code.data.lists import write_labeled_list, write_unlabeled_list
+from Code.DataProcess.near_duplicates import (DEFAULT_THRESHOLD, drop_pool_near_held_out, group_near_duplicates,
+                                              near_duplicate_summary)
 from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
 from Code.DataProcess.unlabeled_pool import UnlabeledPool, read_csv_unlabeled, read_extra
@@ -57,18 +59,23 @@ def empty_mask_counts(items: Sequence[RawItem], masks: Sequence[bytes]) -> Dict[
     return counts
 
 
-def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, extra: Sequence[str]
-                 ) -> UnlabeledPool:
-    """The unlabeled-only images (CSV rows without mask and label when ``csv_root``, then each ``extra``)."""
+def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, extra: Sequence[str],
+                 near_dup_threshold: Optional[float] = None) -> UnlabeledPool:
+    """The unlabeled-only images (CSV rows without mask and label when ``csv_root``, then each ``extra``), less
+    the near-duplicates of test / val images (near_duplicates.py; noted)."""
     candidates = read_csv_unlabeled(csv_root, csv_file) if csv_root is not None else []
     for source in extra:
         candidates += read_extra(source)
     held_out = {i: "test" for i in plan.test}
     held_out.update({i: "val" for i in getattr(plan, "val", [])})
+    candidates, near_notes = drop_pool_near_held_out(
+        candidates, [(items[i], part) for i, part in sorted(held_out.items())], near_dup_threshold)
 
     def names_for(pool):
         return [n + p.image.suffix.lower() for n, p in zip(assign_names([*items, *pool])[len(items):], pool)]
-    return UnlabeledPool.collect(items, held_out, candidates, names_for)
+    pool = UnlabeledPool.collect(items, held_out, candidates, names_for)
+    pool.notes = near_notes + pool.notes
+    return pool
 
 
 def _prepare_out(out: Path, root: Path, force: bool) -> None:
@@ -136,15 +143,22 @@ def _parts(plan: SplitPlan) -> Dict[str, List[int]]:
 
 def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0, test_ratio: float = 0.3,
                   group_regex: Optional[str] = None, include_normal: bool = False, csv_file=None,
-                  force: bool = False, extra_unlabeled: Sequence[str] = (), val_ratio: float = 0.0) -> dict:
+                  force: bool = False, extra_unlabeled: Sequence[str] = (), val_ratio: float = 0.0,
+                  draw_seed: Optional[int] = None, near_dup_threshold: Optional[float] = DEFAULT_THRESHOLD) -> dict:
     """Split a raw data set (sztus / busi / csv) into `out`; returns the split.json content. ``labels`` may hold
     ``"all"``; unlabeled-only images (CSV rows without mask and label, ``extra_unlabeled``) join every unlabeled pool
-    (see unlabeled_pool.py). Everything is validated before `out` is touched; UserError on any bad input."""
-    items = read_raw(dataset, root, group_regex, include_normal, csv_file)
+    (see unlabeled_pool.py). Near-duplicates share a group; sets with both classes are dropped (near_duplicates.py;
+    ``near_dup_threshold`` None: off). ``draw_seed`` (None: ``seed``) draws the labeled sets; test and val depend on
+    ``seed`` only. Everything is validated before `out` is touched; UserError on any bad input."""
+    draw_seed = seed if draw_seed is None else draw_seed
+    near = group_near_duplicates(read_raw(dataset, root, group_regex, include_normal, csv_file), near_dup_threshold,
+                                 root)
+    items = near.items
     masks = [merged_mask_png(item) for item in items]
-    plan = plan_split(items, labels, seed, test_ratio, val_ratio)
+    plan = plan_split(items, labels, seed, test_ratio, val_ratio, draw_seed)
     names = assign_names(items)
-    pool = collect_pool(items, plan, root if dataset == "csv" else None, csv_file, extra_unlabeled)
+    pool = collect_pool(items, plan, root if dataset == "csv" else None, csv_file, extra_unlabeled,
+                        near_dup_threshold)
     out = Path(out)
     _prepare_out(out, Path(root), force)
     writer = _Writer(items, names, masks)
@@ -163,6 +177,9 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
     record = {
         "format": "hermes-split/1",
         "seed": seed,
+        "draw_seed": draw_seed,
+        "near_duplicates": near.record,
+        "near_duplicate_notes": near.notes,
         "arguments": {"dataset": dataset, "root": str(root), "labels": sorted(plan.labeled), "seed": seed,
                       "test_ratio": test_ratio, "val_ratio": val_ratio, "group_regex": group_regex, "include_normal": include_normal,
                       "csv": None if csv_file is None else str(csv_file)},
@@ -177,6 +194,7 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
                                                                        key=lambda k: writer.image_names[k])},
     }
     record["arguments"]["extra_unlabeled"] = [str(e) for e in extra_unlabeled]
+    record["arguments"].update(draw_seed=draw_seed, near_dup_threshold=near.record["threshold"])
     pool.annotate(record)
     (out / "split.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
@@ -197,5 +215,6 @@ def format_summary(record: dict) -> str:
     if record.get("unlabeled_sources"):
         rows.append("unlabeled-only images in every unlabeled pool: " + ", ".join(
             f"{count} from {origin}" for origin, count in record["unlabeled_sources"].items()))
+    rows.extend(near_duplicate_summary(record))
     rows.extend(f"note: {note}" for note in record.get("unlabeled_notes", []))
     return "\n".join(rows)
