@@ -3,7 +3,7 @@
 Usage::
 
     python Code/report.py RUNS... [--out DIR] [--select best|final] [--plot FILE] [--include-incomplete]
-                          [--per-seed KEY ...] [--baseline ROW]
+                          [--per-seed KEY ...] [--baseline ROW] [--resamples N] [--bootstrap-seed S]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
 recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
@@ -14,7 +14,15 @@ decides unless ``--select`` overrides it. Below the tables: the paired gain of e
 (Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
 val-chosen and at the final step (the per-seed pairs). ``--baseline ROW`` pairs every row with ROW instead (e.g.
 pre-trained against from-scratch supervised-only); ``--per-seed KEY`` pools seeds whose config names a per-seed file
-(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Cells are the
+(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Each paired-gain row
+also gets, from the runs' per-image test predictions (``final_metrics.json`` ``predictions``; the val-chosen row
+reads the ``best`` CSVs, the final row the ``final`` ones), a paired bootstrap 95 % interval of Δ Dice, accuracy,
+balanced accuracy and AUC over test images pooled over seeds (``--resamples``, default 2000, at least 2000;
+``--bootstrap-seed``, default 0; ``Code/reporting/paired_stats.py``), the words "ahead"/"behind" (bold) only where
+it excludes 0, else "within noise", and McNemar's exact p of accuracy per seed; runs without the CSVs say "no
+per-image predictions". The intervals also go to ``report_intervals.csv``. Captions say whether rows are over seeds
+on one labeled draw or over labeled draws (``draw_seed`` in each run's ``split.json``; the draw number in a split
+folder's name is read as ``{draw}``, so draws pool) and how many runs had test curves. Cells are the
 mean ± **sample** standard deviation (ddof = 1) over the runs (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
 std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
 only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is

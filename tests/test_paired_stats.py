@@ -22,12 +22,14 @@ def paired(label, dice_m, dice_b, prob_m, prob_b):
 
 
 def test_constant_dice_shift_gives_a_point_interval():
-    """Method = baseline + 0.1 Dice on every image of every seed: Δ and both ends are 0.1, "ahead", bold."""
+    """Method = baseline + 0.05, 0.1, 0.15 Dice on every image of seeds 0, 1, 2: Δ (mean over seeds) and both ends
+    of the interval are 0.1, "ahead", bold. Mutations checked: seed 0's Δ alone (0.05); baseline images resampled
+    independently of the method's (an interval around 0.1, not a point)."""
     rng = np.random.default_rng(0)
     label = np.array([0] * 12 + [1] * 8)
     base = rng.uniform(0.2, 0.8, (3, 20))
     prob = rng.random((3, 20))
-    iv = paired_interval(paired(label, base + 0.1, base, prob, prob), "dice")
+    iv = paired_interval(paired(label, base + np.array([[0.05], [0.1], [0.15]]), base, prob, prob), "dice")
     assert iv.delta == pytest.approx(0.1, abs=1e-9)
     assert iv.low == pytest.approx(0.1, abs=1e-9) and iv.high == pytest.approx(0.1, abs=1e-9)
     assert iv.words == "ahead" and iv.cell() == "**+10.00 [+10.00, +10.00]** ahead"
@@ -155,7 +157,7 @@ def test_report_adds_intervals_mcnemar_and_csv(tmp_path, capsys):
 
 def test_report_without_predictions_and_mismatched_images(tmp_path, capsys):
     """Older runs (no per-image CSVs) say so and never fail; runs of one seed that scored different test images
-    are refused in one line naming both files."""
+    are refused in one line naming both files, as are a CSV without its columns and fewer than 2000 resamples."""
     old = tmp_path / "old"
     for method in ("supervised", "hermes"):
         make_run(old, method, 0, None, predictions=False)
@@ -168,6 +170,12 @@ def test_report_without_predictions_and_mismatched_images(tmp_path, capsys):
     with pytest.raises(report.UserError, match=r"hermes_s0/test_predictions_best.csv and .*supervised_s0/"
                                                r"test_predictions_best.csv score different test images"):
         report.main([str(bad)])
+    csv_file = bad / "hermes_s0" / "test_predictions_best.csv"
+    csv_file.write_text(csv_file.read_text().replace(",dice,", ",lesion_dice,", 1))
+    with pytest.raises(report.UserError, match=f"{csv_file}: missing columns dice "):
+        report.main([str(bad)])
+    with pytest.raises(report.UserError, match="--resamples 500: at least 2000"):
+        report.main([str(old), "--resamples", "500"])
 
 
 def test_captions_say_draws_and_test_curves(tmp_path, capsys):
