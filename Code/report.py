@@ -221,11 +221,11 @@ def load_results(args: argparse.Namespace) -> List[Dict[str, Any]]:
 def paired_section(results: List[Dict[str, Any]], args: argparse.Namespace) -> Tuple[Optional[str], Dict[Any, Any]]:
     """The paired-gain table with its interval and McNemar columns (None without pairs), and the comparisons."""
     comparisons = compare(results, args.baseline, args.resamples, args.bootstrap_seed)
-    headers, cells = extra_columns(comparisons)
+    unit = unit_of(results).replace("/", " or ")
+    headers, cells = extra_columns(comparisons, unit)
     note = caption_note(args.resamples, args.bootstrap_seed)
     if curves_note(results):
         note += f" {curves_note(results)}."
-    unit = unit_of(results).replace("/", " or ")
     return gains_markdown(results, args.baseline, (headers, cells, note), unit), comparisons
 
 

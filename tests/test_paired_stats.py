@@ -193,4 +193,6 @@ def test_captions_say_draws_and_test_curves(tmp_path, capsys):
     assert "**Dice (%)** — test, mean ± sample std (ddof=1) over labeled draws (draw s trained with seed s); " in text
     assert "n = 2 draw(s) per cell" in text and "mean ± sample std over draws (draws ahead / draws)" in text
     assert "| hermes | 50.00 ± 0.00 |" in text  # one row and column, n = 2: both draws
+    header, val = _row(text, "Paired gain over supervised-only", "hermes", "val-chosen step")
+    assert header[-1] == "McNemar p per draw (b/c)" and val[-1] == "d0 1 (0/0); d1 1 (0/0)"
     assert text.count("2 of 4 runs were made with test curves (`eval.test_curves: true`)") >= 2

@@ -140,17 +140,20 @@ def compare(results: List[Dict[str, Any]], baseline: Optional[str], n_resamples:
     return out
 
 
-def mcnemar_cell(comp: Comparison) -> str:
-    """``s0 0.012 (9/2); s1 …`` — per seed the exact p and the discordant counts b/c."""
-    return "; ".join(f"s{s} {p:.3g} ({b}/{c})" for s, b, c, p in comp.mcnemar)
+def mcnemar_cell(comp: Comparison, prefix: str = "s") -> str:
+    """``s0 0.012 (9/2); s1 …`` — per seed (``d0 …`` per draw) the exact p and the discordant counts b/c."""
+    return "; ".join(f"{prefix}{s} {p:.3g} ({b}/{c})" for s, b, c, p in comp.mcnemar)
 
 
-def extra_columns(comparisons: Dict[Key, Comparison]) -> Tuple[List[str], Dict[Key, List[str]]]:
+def extra_columns(comparisons: Dict[Key, Comparison], unit: str = "seeds"
+                  ) -> Tuple[List[str], Dict[Key, List[str]]]:
     """Headers and, per gain-table row, the cells: Δ [95 % CI] with its words per metric, then McNemar; a row
-    without per-image predictions says so in its first cell ("–" in the others)."""
-    headers = [*(f"{m} Δ [95 % CI]" for m in CI_METRICS), "McNemar p per seed (b/c)"]
+    without per-image predictions says so in its first cell ("–" in the others). ``unit`` "draws" labels the
+    McNemar p-values by draw (draw s is trained with seed s)."""
+    one = "draw" if unit == "draws" else "seed"
+    headers = [*(f"{m} Δ [95 % CI]" for m in CI_METRICS), f"McNemar p per {one} (b/c)"]
     cells = {key: [c.reason, *(["–"] * len(CI_METRICS))] if c.reason else
-             [*(c.intervals[m].cell() for m in CI_METRICS), mcnemar_cell(c)] for key, c in comparisons.items()}
+             [*(c.intervals[m].cell() for m in CI_METRICS), mcnemar_cell(c, one[0])] for key, c in comparisons.items()}
     return headers, cells
 
 
