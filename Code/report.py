@@ -3,7 +3,7 @@
 Usage::
 
     python Code/report.py RUNS... [--out DIR] [--select best|final] [--plot FILE] [--include-incomplete]
-                          [--per-seed KEY ...] [--baseline ROW]
+                          [--per-seed KEY ...] [--baseline ROW] [--resamples N] [--bootstrap-seed S]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
 recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
@@ -14,7 +14,15 @@ decides unless ``--select`` overrides it. Below the tables: the paired gain of e
 (Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
 val-chosen and at the final step (the per-seed pairs). ``--baseline ROW`` pairs every row with ROW instead (e.g.
 pre-trained against from-scratch supervised-only); ``--per-seed KEY`` pools seeds whose config names a per-seed file
-(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Cells are the
+(``model.encoder_weights=runs/pretrain/busi64_s1/encoder.pth`` is read as ``…_s{seed}/…``). Each paired-gain row
+also gets, from the runs' per-image test predictions (``final_metrics.json`` ``predictions``; the val-chosen row
+reads the ``best`` CSVs, the final row the ``final`` ones), a paired bootstrap 95 % interval of Δ Dice, accuracy,
+balanced accuracy and AUC over test images pooled over seeds (``--resamples``, default 2000, at least 2000;
+``--bootstrap-seed``, default 0; ``Code/reporting/paired_stats.py``), the words "ahead"/"behind" (bold) only where
+it excludes 0, else "within noise", and McNemar's exact p of accuracy per seed; runs without the CSVs say "no
+per-image predictions". The intervals also go to ``report_intervals.csv``. Captions say whether rows are over seeds
+on one labeled draw or over labeled draws (``draw_seed`` in each run's ``split.json``; the draw number in a split
+folder's name is read as ``{draw}``, so draws pool) and how many runs had test curves. Cells are the
 mean ± **sample** standard deviation (ddof = 1) over the runs (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
 std; a cell with fewer runs than the table's fullest cell is marked ``(n=k)``. Runs of one cell are pooled as seeds
 only when their configs agree in everything but the seed (and device, logging, workers); otherwise each config is
@@ -40,7 +48,10 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from Code.errors import UserError, run_cli
+from Code.reporting.intervals import caption_note, compare, extra_columns, write_intervals_csv
+from Code.reporting.paired_stats import MIN_RESAMPLES
 from Code.reporting.pairs import gains_markdown, runs_markdown
+from Code.reporting.provenance import annotate, caption, curves_note, unit_of
 from Code.reporting.runs import (find_runs, method_key, read_run, refuse_repeated_seeds, settings_beyond_method,
                                  split_config_variants, template_seed)
 
@@ -77,7 +88,7 @@ def build_table(results: List[Dict[str, Any]], metric: str) -> Optional[Dict[str
     return {"metric": metric, "title": TITLES[metric], "tasks": sorted({r["task"] for r in source}), "cells": cells,
             "methods": sorted({m for m, _ in cells}, key=method_key),
             "columns": sorted({c for _, c in cells}, key=_column_key),
-            "selects": Counter(r["select"] for r in source)}
+            "selects": Counter(r["select"] for r in source), "runs": source}
 
 
 def _column_name(col: Tuple[str, Any], several_datasets: bool) -> str:
@@ -104,10 +115,11 @@ def table_markdown(table: Dict[str, Any]) -> str:
     selects = ", ".join(f"{k} ({v} runs)" for k, v in sorted(table["selects"].items()))
     if len(table["selects"]) == 1:
         selects = next(iter(table["selects"]))
-    caption = (f"**{table['title']}** — test, mean ± sample std (ddof=1) over seeds; evaluation per run: {selects}; "
-               f"from {'/'.join(table['tasks'])} runs; n = {n_text} seed(s) per cell.")
+    unit = {"draws": "draw(s)", "seeds": "seed(s)"}.get(unit_of(table["runs"]), "seed(s)/draw(s)")
+    title = (f"**{table['title']}** — test, mean ± sample std (ddof=1) {caption(table['runs'])}; evaluation per "
+             f"run: {selects}; from {'/'.join(table['tasks'])} runs; n = {n_text} {unit} per cell.")
     header = ["method", *(_column_name(c, several) for c in table["columns"])]
-    lines = [caption, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines = [title, "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method in table["methods"]:
         row = [format_cell(table["cells"].get((method, c)), usual_n) for c in table["columns"]]
         lines.append("| " + " | ".join([method, *row]) + " |")
@@ -171,11 +183,18 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--baseline", metavar="ROW",
                         help="pair every row with this row (e.g. 'supervised (model.encoder_weights=None)') instead "
                              "of with supervised-only")
-    return parser.parse_args(argv)
+    parser.add_argument("--resamples", type=int, default=MIN_RESAMPLES,
+                        help=f"bootstrap resamples of the paired intervals (at least {MIN_RESAMPLES})")
+    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
+    args = parser.parse_args(argv)
+    if args.resamples < MIN_RESAMPLES:
+        raise UserError(f"--resamples {args.resamples}: at least {MIN_RESAMPLES} resamples are needed")
+    return args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
+def load_results(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The runs to report, one result dict each (``runs.read_run`` plus ``draw_seed`` and ``test_curves``), with
+    rows split by config and seeds templated; refuses repeated seeds and an unknown ``--baseline``."""
     results = []
     for run in find_runs(args.runs):
         if not args.include_incomplete and not (run / "final_metrics.json").is_file():
@@ -188,6 +207,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         results.append(result)
     if not results:
         raise UserError("no finished runs with evaluations to report")
+    annotate(results)  # before rows are formed: the split folders of labeled draws pool as {draw}
     template_seed(results, args.per_seed)
     for note in split_config_variants(results):
         print(f"note: {note}", file=sys.stderr)
@@ -195,16 +215,35 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     rows = sorted({r["method"] for r in results}, key=method_key)
     if args.baseline is not None and args.baseline not in rows:
         raise UserError(f"--baseline {args.baseline!r} is not a row of this report; rows: {', '.join(rows)}")
+    return results
+
+
+def paired_section(results: List[Dict[str, Any]], args: argparse.Namespace) -> Tuple[Optional[str], Dict[Any, Any]]:
+    """The paired-gain table with its interval and McNemar columns (None without pairs), and the comparisons."""
+    comparisons = compare(results, args.baseline, args.resamples, args.bootstrap_seed)
+    unit = unit_of(results).replace("/", " or ")
+    headers, cells = extra_columns(comparisons, unit)
+    note = caption_note(args.resamples, args.bootstrap_seed)
+    if curves_note(results):
+        note += f" {curves_note(results)}."
+    return gains_markdown(results, args.baseline, (headers, cells, note), unit), comparisons
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    results = load_results(args)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
-    extras = [part for part in (settings_beyond_method(results), gains_markdown(results, args.baseline)) if part]
+    gains, comparisons = paired_section(results, args)
+    extras = [part for part in (settings_beyond_method(results), gains) if part]
     text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(f"# Results ({len(results)} runs)\n\n{text}")
     write_csv(tables, out / "report.csv")
+    write_intervals_csv(comparisons, out / "report_intervals.csv", args.resamples, args.bootstrap_seed)
     print(text, end="")
-    print(f"wrote {out / 'report.md'} and {out / 'report.csv'}", file=sys.stderr)
+    print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {out / 'report_intervals.csv'}", file=sys.stderr)
     if args.plot:
         plot_tables(tables, Path(args.plot))
         print(f"wrote {args.plot}", file=sys.stderr)

@@ -61,11 +61,11 @@ def _partner(r: Dict[str, Any], candidates: List[Dict[str, Any]]) -> Optional[Di
     return matches[0] if len(matches) == 1 else None
 
 
-def paired_gains(results: List[Dict[str, Any]], baseline: Optional[str] = None
-                 ) -> Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]]:
-    """``{(method, task, dataset, labels, at): {metric: [Δ per shared seed]}}``, ``at`` ∈ {"val", "final"};
-    Δ against the run of the same task, data set, label budget and seed in the reference row: ``baseline`` when
-    given, else supervised-only (:func:`_partner` chooses among several supervised variants)."""
+def paired_runs(results: List[Dict[str, Any]], baseline: Optional[str] = None
+                ) -> List[Tuple[Dict[str, Any], Dict[str, Any]]]:
+    """``[(run, reference run)]``: each run outside the reference row with its run of the same task, data set,
+    label budget and seed in the reference row: ``baseline`` when given, else supervised-only (:func:`_partner`
+    chooses among several supervised variants). Runs without a partner are left out."""
     def is_ref(r: Dict[str, Any]) -> bool:
         return r["method"] == baseline if baseline else r["config"].get("method") == "supervised"
 
@@ -73,13 +73,21 @@ def paired_gains(results: List[Dict[str, Any]], baseline: Optional[str] = None
     for r in results:
         if is_ref(r):
             refs[(r["task"], r["dataset"], r["labels"], r["seed"])].append(r)
-    gains: Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    pairs = []
     for r in results:
-        if is_ref(r):
-            continue
-        ref = _partner(r, refs.get((r["task"], r["dataset"], r["labels"], r["seed"]), []))
-        if ref is None:
-            continue
+        if not is_ref(r):
+            ref = _partner(r, refs.get((r["task"], r["dataset"], r["labels"], r["seed"]), []))
+            if ref is not None:
+                pairs.append((r, ref))
+    return pairs
+
+
+def paired_gains(results: List[Dict[str, Any]], baseline: Optional[str] = None
+                 ) -> Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]]:
+    """``{(method, task, dataset, labels, at): {metric: [Δ per shared seed]}}``, ``at`` ∈ {"val", "final"};
+    Δ against the run's partner in the reference row (:func:`paired_runs`)."""
+    gains: Dict[Tuple[str, str, str, Any, str], Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
+    for r, ref in paired_runs(results, baseline):
         for at, key in (("val", "best_metrics"), ("final", "final_metrics")):
             if r[key] is None or ref[key] is None:
                 continue
@@ -89,23 +97,29 @@ def paired_gains(results: List[Dict[str, Any]], baseline: Optional[str] = None
     return gains
 
 
-def gains_markdown(results: List[Dict[str, Any]], baseline: Optional[str] = None) -> Optional[str]:
-    """The paired gains (see :func:`paired_gains`) as a Markdown table; None when no run has a partner."""
+def gains_markdown(results: List[Dict[str, Any]], baseline: Optional[str] = None,
+                   extra: Optional[Tuple[List[str], Dict[Tuple[Any, ...], List[str]], str]] = None,
+                   unit: str = "seeds") -> Optional[str]:
+    """The paired gains (see :func:`paired_gains`) as a Markdown table; None when no run has a partner. ``extra``:
+    ``(headers, {gain key: cells}, caption note)`` of columns appended to each row (the paired intervals);
+    ``unit`` names what the rows pool ("seeds" or "draws")."""
     gains = paired_gains(results, baseline)
     if not gains:
         return None
-    header = ["method", "task", "data", "labels", "test at", *(f"Δ {k}" for k in PAIR_METRICS)]
+    headers, cells_of, note = extra or ([], {}, "")
+    header = ["method", "task", "data", "labels", "test at", *(f"Δ {k}" for k in PAIR_METRICS), *headers]
     title, against = (f"Paired gain over {baseline}", f"`{baseline}`") if baseline else (
         "Paired gain over supervised-only", "supervised-only")
     variants = {r["method"] for r in results if r["config"].get("method") == "supervised"}
     several = " (the supervised row of the same settings, e.g. encoder)" if not baseline and len(variants) > 1 else ""
     lines = [f"**{title}** — test, percentage points, Δ = row − {against} of the same seed{several}; "
-             "mean ± sample std over seeds (seeds ahead / seeds).", "",
+             f"mean ± sample std over {unit} ({unit} ahead / {unit})." + (f" {note}" if note else ""), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     order = sorted(gains, key=lambda k: (method_key(k[0]), k[1], k[2], str(k[3]), k[4] != "val"))
     for method, task, dataset, labels, at in order:
         cells = gains[(method, task, dataset, labels, at)]
         label = "val-chosen step" if at == "val" else "final step"
+        more = cells_of.get((method, task, dataset, labels, at), ["n/a"] * len(headers))
         lines.append("| " + " | ".join([method, task, dataset, str(labels), label,
-                                        *(_gain_cell(cells[k]) for k in PAIR_METRICS)]) + " |")
+                                        *(_gain_cell(cells[k]) for k in PAIR_METRICS), *more]) + " |")
     return "\n".join(lines)
