@@ -19,7 +19,7 @@ from typing import Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from Code.data.image_io import binarize_mask, load_gray
+from Code.data.image_io import load_gray, load_mask
 from Code.data.lists import write_labeled_list, write_unlabeled_list
 from Code.DataProcess.near_duplicates import (DEFAULT_THRESHOLD, drop_pool_near_held_out, group_near_duplicates,
                                               near_duplicate_summary)
@@ -38,11 +38,11 @@ def merged_mask_png(item: RawItem) -> bytes:
     image = load_gray(item.image)
     merged = np.zeros(image.shape[:2], np.uint8)
     for mask_path in item.masks:
-        mask = load_gray(mask_path)
+        mask = load_mask(mask_path)  # binarised at the file's own bit depth (8 or 16)
         if mask.shape[:2] != image.shape[:2]:
             raise UserError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {item.image} is "
                             f"{image.shape[1]}x{image.shape[0]}")
-        merged |= binarize_mask(mask, f"mask {mask_path}")
+        merged |= mask
     ok, encoded = cv2.imencode(".png", merged * np.uint8(255))
     if not ok:
         raise UserError(f"cannot encode the mask of {item.image}")
