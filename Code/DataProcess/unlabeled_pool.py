@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 from Code.data.lists import read_unlabeled_list, write_unlabeled_list
-from Code.DataProcess.raw_readers import IMAGE_SUFFIXES, RawItem
+from Code.DataProcess.raw_readers import IMAGE_SUFFIXES, RawItem, normalize_rel
 from Code.errors import UserError
 
 
@@ -56,7 +56,7 @@ def read_csv_unlabeled(root, csv_file) -> List[PoolImage]:
     for number, row in enumerate(_csv_rows(Path(csv_file)), start=2):
         if row.get("mask") or row.get("label"):
             continue
-        image = Path(root) / row.get("image", "")
+        image = Path(root) / normalize_rel(row.get("image", ""))
         if not row.get("image") or not image.is_file():
             raise UserError(f"{csv_file} line {number}: unlabeled image {image} not found")
         images.append(PoolImage(image, f"{csv_file} line {number} (no mask, no label)", row.get("group") or None))
@@ -78,7 +78,7 @@ def read_extra(source: str) -> List[PoolImage]:
             raise UserError(f"--extra-unlabeled {source}: no 'image' column")
         images = []
         for number, row in enumerate(rows, start=2):
-            image = path.parent / row["image"]
+            image = path.parent / normalize_rel(row["image"])
             if not image.is_file():
                 raise UserError(f"--extra-unlabeled {source} line {number}: image {image} not found")
             images.append(PoolImage(image, origin))
