@@ -6,7 +6,8 @@ Two sources, besides the train images whose labels a budget hides:
 - ``--extra-unlabeled DIR_OR_CSV`` (repeatable): every image below a folder (recursively, sorted), or the ``image``
   column of a CSV file (paths relative to the CSV's folder; other columns ignored).
 
-Such images never go to test, val or a labeled budget. Duplicates are found by content (SHA-256 of the file
+Such images never go to test, val or a labeled budget. Every one is decoded at split time (a corrupt file is an
+error naming it, not a failure of a later training run). Duplicates are found by content (SHA-256 of the file
 bytes): an image identical to a held-out (test / val) image is refused with an error naming both files; one
 identical to a train image or to an earlier pool image is listed once (the later copy is dropped and reported).
 An unlabeled CSV row whose ``group`` is a held-out image's group is left out (frames of a test case must not be
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from Code.data.image_io import load_gray
 from Code.data.lists import read_unlabeled_list, write_unlabeled_list
 from Code.DataProcess.raw_readers import IMAGE_SUFFIXES, RawItem, normalize_rel
 from Code.errors import UserError
@@ -86,6 +88,15 @@ def read_extra(source: str) -> List[PoolImage]:
     raise UserError(f"--extra-unlabeled {source}: not a folder of images or a .csv file")
 
 
+def _check_decodes(image: PoolImage) -> None:
+    """Decode ``image`` now, so that a corrupt file stops the split (one line naming it and where it was listed)
+    instead of training later."""
+    try:
+        load_gray(image.image)
+    except UserError as exc:
+        raise UserError(f"{exc}; listed by {image.origin}") from None
+
+
 class UnlabeledPool:
     """The deduplicated unlabeled-only images of a split, validated before anything is written."""
 
@@ -118,6 +129,7 @@ class UnlabeledPool:
                 notes.append(f"{image.image} left out: its group {image.group!r} is in the "
                              f"{held_groups[image.group]} part")
                 continue
+            _check_decodes(image)
             seen[digest] = image.image
             kept.append(image)
         return cls(kept, names_for(kept), notes)
