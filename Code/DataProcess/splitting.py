@@ -26,7 +26,7 @@ from Code.DataProcess.near_duplicates import (DEFAULT_THRESHOLD, drop_pool_near_
                                               near_duplicate_summary)
 from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
-from Code.DataProcess.unlabeled_pool import UnlabeledPool, read_csv_unlabeled, read_extra
+from Code.DataProcess.unlabeled_pool import UnlabeledPool, check_decodes, read_csv_unlabeled, read_extra
 from Code.errors import UserError
 from Code.outputs import prepare_output_folder
 
@@ -80,6 +80,7 @@ def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, 
     candidates = read_csv_unlabeled(csv_root, csv_file) if csv_root is not None else []
     for source in extra:
         candidates += read_extra(source)
+    check_decodes(candidates)
     held_out = {i: "test" for i in plan.test}
     held_out.update({i: "val" for i in getattr(plan, "val", [])})
     candidates, near_notes = drop_pool_near_held_out(

@@ -88,13 +88,14 @@ def read_extra(source: str) -> List[PoolImage]:
     raise UserError(f"--extra-unlabeled {source}: not a folder of images or a .csv file")
 
 
-def _check_decodes(image: PoolImage) -> None:
-    """Decode ``image`` now, so that a corrupt file stops the split (one line naming it and where it was listed)
-    instead of training later."""
-    try:
-        load_gray(image.image)
-    except UserError as exc:
-        raise UserError(f"{exc}; listed by {image.origin}") from None
+def check_decodes(images: Sequence[PoolImage]) -> None:
+    """Decode every image now, so that a corrupt file stops the split (one line naming it and where it was
+    listed) instead of a training run later."""
+    for image in images:
+        try:
+            load_gray(image.image)
+        except UserError as exc:
+            raise UserError(f"{exc}; listed by {image.origin}") from None
 
 
 class UnlabeledPool:
@@ -129,7 +130,6 @@ class UnlabeledPool:
                 notes.append(f"{image.image} left out: its group {image.group!r} is in the "
                              f"{held_groups[image.group]} part")
                 continue
-            _check_decodes(image)
             seen[digest] = image.image
             kept.append(image)
         return cls(kept, names_for(kept), notes)
