@@ -100,6 +100,23 @@ def test_val_ratio_zero_writes_no_val_and_is_recorded(phantom_raw, tmp_path):
     assert without["counts"]["train"]["total"] == with_val["counts"]["train"]["total"] + with_val["counts"]["val"]["total"]
 
 
+def test_val_ratio_giving_no_val_image_is_refused_with_the_smallest_that_works(phantom_raw, tmp_path, run_main,
+                                                                             assert_one_line_error):
+    """Issue 21: --val-ratio 0.01 silently gave no val/ (so no best.pt). Mutations checked: without the check the
+    split is written without val/; a suggested ratio one hundredth too small (target 0 instead of the first
+    count whose closest whole-case sum is > 0) fails the last two asserts."""
+    result = run_main(data_split.main, "--dataset", "sztus", "--root", phantom_raw, "--out", tmp_path / "o",
+                      "--labels", 4, "--val-ratio", 0.01)
+    assert_one_line_error(result, "--val-ratio 0.01 gives no val image (0 of 24 benign images and 0 of 24 "
+                                  "malignant images); the smallest ratio that gives each class one is")
+    assert not (tmp_path / "o").exists()
+    smallest = float(result.stderr.split("gives each class one is ")[1].split()[0])
+    record = split_dataset("sztus", phantom_raw, tmp_path / "a", ["all"], val_ratio=smallest)
+    assert record["counts"]["val"]["benign"] > 0 and record["counts"]["val"]["malignant"] > 0
+    with pytest.raises(UserError, match="gives no val image"):
+        split_dataset("sztus", phantom_raw, tmp_path / "b", ["all"], val_ratio=round(smallest - 0.01, 2))
+
+
 def test_cli_is_deterministic_and_force_replaces(phantom_raw, tmp_path, run_script, run_main, assert_one_line_error):
     args = ["--dataset", "sztus", "--root", phantom_raw, "--labels", 10, 4, "--val-ratio", 0.25, "--seed", 0]
     first = run_script(SCRIPT, *args, "--out", tmp_path / "a")  # the script itself, once; the rest in-process
@@ -222,6 +239,7 @@ def test_ensure_phantom_split_generates_once_and_repairs(tmp_path, monkeypatch, 
     from Code.DataProcess import default_data
     monkeypatch.setattr(default_data, "DEFAULT_PHANTOM", dict(tiny_phantom_args, n_benign=12, n_malignant=12))
     monkeypatch.setattr(default_data, "LABEL_BUDGETS", (4,))
+    monkeypatch.setattr(default_data, "VAL_RATIO", 0.25)  # 0.1 of 12 images per class gives no val image
     split = default_data.ensure_phantom_split(tmp_path / "cache")
     assert split == tmp_path / "cache" / "phantom_split" and (split / "train" / "4" / "labeled").is_dir()
     marker = split / "split.json"

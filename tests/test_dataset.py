@@ -154,3 +154,26 @@ def test_cache_does_not_change_outputs(phantom_split, mode, part):
     for index in (0, len(cached) - 1):
         for a, b in zip(cached[index], direct[index]):
             assert torch.equal(a, b) if torch.is_tensor(a) else a == b
+
+
+def test_truth_is_all_or_nothing_with_a_note(phantom_split, tmp_path):
+    """A pool with images that have no truth (unlabeled-only rows, --extra-unlabeled) carries none and says why;
+    an empty truth.txt is read as 'no truth', not refused (issue 21). Mutations checked: treating a partial
+    truth.txt as complete fails on the missing entry (KeyError); refusing an empty truth.txt fails the last part."""
+    import shutil
+
+    part = tmp_path / "unlabeled"
+    shutil.copytree(phantom_split / "train" / "4" / "unlabeled", part)
+    full = SplitDataset(part, "unlabeled", size=SIZE, truth=True)
+    assert full.has_truth and full.truth_note is None and len(full[0]) == 4
+    names = read_unlabeled_list(part / "unlabeled.txt")
+    shutil.copyfile(part / "image" / names[0], part / "image" / "extra.png")
+    (part / "unlabeled.txt").write_text("\n".join([*names, "extra.png"]) + "\n")
+    partial = SplitDataset(part, "unlabeled", size=SIZE, truth=True)
+    assert not partial.has_truth and len(partial[0]) == 2
+    assert partial.truth_note == f"1 of the {len(names) + 1} unlabeled images in {part} have no truth in truth.txt " \
+                                 "(unlabeled-only images)"
+    (part / "truth.txt").write_text("")
+    empty = SplitDataset(part, "unlabeled", size=SIZE, truth=True)
+    assert not empty.has_truth and empty.truth_note.startswith(f"{len(names) + 1} of the {len(names) + 1}")
+    assert SplitDataset(part, "unlabeled", size=SIZE).truth_note is None  # diagnostics not asked for

@@ -121,3 +121,22 @@ def test_unlabeled_row_of_a_test_case_is_left_out(tmp_path):
     pool = UnlabeledPool.collect(items, {0: "test"}, [PoolImage(files[2], "row", "case-1")],
                                  lambda p: [x.image.name for x in p])
     assert pool.images == [] and pool.notes == [f"{files[2]} left out: its group 'case-1' is in the test part"]
+
+
+def test_corrupt_unlabeled_images_are_refused_at_split_time(clinic, tmp_path, run_main, assert_one_line_error):
+    """Issue 21: a corrupt --extra-unlabeled image was accepted and failed training later. Every unlabeled-only
+    image is decoded at split time. Mutation checked: without check_decodes both splits are written (exit 0)."""
+    from Code.DataProcess import data_split
+
+    extra = tmp_path / "extra"
+    good = _new_image(sorted((clinic / "benign" / "image").iterdir())[0], extra / "good.png", 0)
+    (extra / "broken.png").write_bytes(good.read_bytes()[:60])  # a truncated PNG
+    args = ["--dataset", "csv", "--root", clinic, "--csv", clinic / "list.csv", "--labels", 4, "--val-ratio", 0,
+            "--near-dup-threshold", "off"]  # the near-duplicate search decodes images too: off, to test this check
+    result = run_main(data_split.main, *args, "--out", tmp_path / "a", "--extra-unlabeled", extra)
+    assert_one_line_error(result, f"cannot read image {extra / 'broken.png'}", f"listed by --extra-unlabeled {extra}")
+    assert not (tmp_path / "a").exists()
+    (clinic / "unlabeled" / "u1.png").write_bytes(b"not a png")
+    result = run_main(data_split.main, *args, "--out", tmp_path / "b")
+    assert_one_line_error(result, f"cannot read image {clinic / 'unlabeled' / 'u1.png'}", "list.csv line 51")
+    assert not (tmp_path / "b").exists()

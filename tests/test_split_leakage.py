@@ -147,3 +147,61 @@ def test_split_uses_the_backward_fallback_when_the_forward_fill_is_stuck(tmp_pat
         previous = set(labeled)
     first = [c for c in source_cases(tmp_path / "out", raw, "train/4/labeled", "labeled.txt") if c.startswith("B-")]
     assert len(set(first)) == 1 and frames[first[0]] == 2
+
+
+def _csv_of(raw: Path, extra_rows=()) -> Path:
+    """A CSV (image, mask, label) of every image of ``_write_raw``'s layout, then ``extra_rows``."""
+    rows = ["image,mask,label"]
+    for image in sorted(raw.glob("*/image/*.png")):
+        cls = image.parent.parent.name
+        rows.append(f"{cls}/image/{image.name},{cls}/mask/{image.name},{cls}")
+    (raw / "list.csv").write_text("\n".join([*rows, *extra_rows]) + "\n")
+    return raw / "list.csv"
+
+
+def test_csv_path_spellings_and_repeated_rows_are_one_image(tmp_path):
+    """Issue 21: ``img/x.png`` and ``./img/x.png`` were two images (one landed in test, one in train) and an
+    identical row was copied twice. Mutations checked: without normalize_rel the './' row is a second item in
+    its own group (the source count check fails); without merge_repeated_rows both repeats are copied twice."""
+    cases = {f"B-{k:02d}": ["benign"] for k in range(8)}
+    cases.update({f"M-{k:02d}": ["malignant"] for k in range(8)})
+    raw = _write_raw(tmp_path / "raw", cases)
+    csv_file = _csv_of(raw, ["./benign/image/B-03-1.png,benign//mask/B-03-1.png,benign",
+                             "malignant/image/M-05-1.png,malignant/mask/M-05-1.png,malignant"])
+    record = split_dataset("csv", raw, tmp_path / "out", [4], seed=0, csv_file=csv_file)
+    sources = [f["source"] for f in record["files"].values()]
+    assert sorted(sources) == sorted(p.relative_to(raw).as_posix() for p in raw.glob("*/image/*.png"))
+    assert record["counts"]["test"]["total"] + record["counts"]["train"]["total"] == 16
+    assert record["notes"] == [f"{csv_file} line 18 repeats {csv_file} line 5 ({raw / 'benign/image/B-03-1.png'}): "
+                               "listed once",
+                               f"{csv_file} line 19 repeats {csv_file} line 15 "
+                               f"({raw / 'malignant/image/M-05-1.png'}): listed once"]
+
+
+def test_csv_conflicting_rows_and_identical_images_under_two_names(tmp_path):
+    """Issue 21: one image listed with two classes is refused naming both lines; a byte-identical copy under
+    another name is listed once (same class and mask) or refused (another class), as --extra-unlabeled does.
+    Mutations checked: without the content hash the copy is split as a second image; comparing only paths
+    accepts the copy with the other class."""
+    from Code.errors import UserError
+
+    cases = {f"B-{k:02d}": ["benign"] for k in range(8)}
+    cases.update({f"M-{k:02d}": ["malignant"] for k in range(8)})
+    raw = _write_raw(tmp_path / "raw", cases)
+    csv_file = _csv_of(raw, ["benign/image/B-02-1.png,benign/mask/B-02-1.png,malignant"])
+    with pytest.raises(UserError, match=rf"{csv_file} line 4 and {csv_file} line 18 list the same image"):
+        split_dataset("csv", raw, tmp_path / "out", [4], seed=0, csv_file=csv_file)
+    (raw / "copies").mkdir()
+    for name in ("B-02-1.png", "M-04-1.png"):
+        cls = "benign" if name[0] == "B" else "malignant"
+        (raw / "copies" / name).write_bytes((raw / cls / "image" / name).read_bytes())
+    csv_file = _csv_of(raw, ["copies/B-02-1.png,benign/mask/B-02-1.png,benign"])
+    record = split_dataset("csv", raw, tmp_path / "out2", [4], seed=0, csv_file=csv_file)
+    assert "copies/B-02-1.png" not in [f["source"] for f in record["files"].values()]
+    assert record["notes"] == [f"{raw / 'copies/B-02-1.png'} ({csv_file} line 18) is a copy of "
+                               f"{raw / 'benign/image/B-02-1.png'} ({csv_file} line 4): listed once"]
+    csv_file = _csv_of(raw, ["copies/M-04-1.png,malignant/mask/M-04-1.png,benign"])
+    with pytest.raises(UserError, match=r"copies/M-04-1\.png .*line 18\) is the same image as .*M-04-1\.png "
+                                        r"\(.*line 14\) but with another class"):
+        split_dataset("csv", raw, tmp_path / "out3", [4], seed=0, csv_file=csv_file)
+    assert not (tmp_path / "out3").exists()

@@ -56,6 +56,36 @@ def test_split_keeps_masks_stored_as_0_100_and_reports_empty_masks(phantom_raw, 
         split_dataset("sztus", raw, tmp_path / "split2", [4], seed=0)
 
 
+def test_16_bit_masks_and_images_are_read_by_their_real_range(tmp_path):
+    """Issue 21: a 16-bit PNG mask holding 0/1 became empty (decoded as value >> 8), a 16-bit image of 12-bit
+    values was squashed to 0-15. Mutations checked: decoding with IMREAD_GRAYSCALE (8-bit) makes the 0/1 mask
+    empty and the 12-bit image dark; scaling every 16-bit image by 65535 makes it dark; a fixed threshold of 127
+    on 16-bit anti-aliased masks marks the edge pixels as lesion."""
+    from Code.data.image_io import decode_gray, load_mask
+
+    lesion = np.zeros((16, 20), np.uint8)
+    lesion[3:9, 4:12] = 1
+    cv2.imwrite(str(tmp_path / "mask01.png"), lesion.astype(np.uint16))
+    assert decode_gray(tmp_path / "mask01.png").dtype == np.uint16
+    assert np.array_equal(load_mask(tmp_path / "mask01.png"), lesion)
+    soft = lesion.astype(np.uint16) * 65535
+    soft[2, 4:12] = 20000  # an anti-aliased edge below half the 16-bit range: background
+    cv2.imwrite(str(tmp_path / "soft.png"), soft)
+    assert np.array_equal(load_mask(tmp_path / "soft.png"), lesion)
+    twelve = (np.arange(16 * 20, dtype=np.uint16).reshape(16, 20) * 12) % 4096
+    twelve[0, 0] = 4095
+    cv2.imwrite(str(tmp_path / "image12.png"), twelve)
+    assert np.array_equal(load_gray(tmp_path / "image12.png"), np.rint(twelve * (255 / 4095)).astype(np.uint8))
+    eight = (twelve % 256).astype(np.uint16)  # 8-bit values stored in a 16-bit file keep their values
+    cv2.imwrite(str(tmp_path / "image8in16.png"), eight)
+    assert np.array_equal(load_gray(tmp_path / "image8in16.png"), eight.astype(np.uint8))
+    image = tmp_path / "image.png"
+    cv2.imwrite(str(image), (twelve // 16).astype(np.uint8))
+    item = RawItem(image, (tmp_path / "mask01.png",), 1, "g", "malignant")
+    png = cv2.imdecode(np.frombuffer(merged_mask_png(item), np.uint8), cv2.IMREAD_GRAYSCALE)
+    assert np.array_equal(png, lesion * 255)  # data_split writes the 16-bit mask's lesion, not an empty mask
+
+
 def test_empty_image_file_is_named(tmp_path, capsys):
     """Defect 10. Mutation checked: without the 0-byte check, predict reports OpenCV's '!buf.empty()' assertion
     without the file name."""

@@ -8,8 +8,9 @@
   Each image is its own group (BUSI has no patient ids). ``normal`` (empty masks, no lesion) is read only when
   asked for and gets class 0: the classifier separates malignant from not malignant.
 - ``csv``: columns ``image,mask,label[,group]``, paths relative to ``--root``; label 0/1 or benign/malignant;
-  several masks of one image may be joined with ``;`` (merged with OR). A row with empty ``mask`` and ``label`` is
-  an unlabeled-only image, read by :mod:`Code.DataProcess.unlabeled_pool`, not here.
+  several masks of one image may be joined with ``;`` (merged with OR); paths are normalised (:func:`normalize_rel`)
+  and repeated images merged or refused (:mod:`Code.DataProcess.duplicates`). A row with empty ``mask`` and
+  ``label`` is an unlabeled-only image, read by :mod:`Code.DataProcess.unlabeled_pool`, not here.
 
 A ``--group-regex`` overrides the group: its first capture group (or the whole match) of the file stem; a stem
 it does not match is an error, so that a typo cannot silently turn off group-aware splitting.
@@ -17,8 +18,9 @@ it does not match is an error, so that a typo cannot silently turn off group-awa
 from __future__ import annotations
 
 import csv
+import posixpath
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
 
@@ -31,12 +33,20 @@ LABEL_WORDS = {"0": 0, "1": 1, "benign": 0, "malignant": 1}
 
 @dataclass(frozen=True)
 class RawItem:
-    """One labeled source image: `masks` are merged with OR; `source_class` is the folder or CSV label word."""
+    """One labeled source image: `masks` are merged with OR; `source_class` is the folder or CSV label word;
+    `origin` (CSV rows: ``<csv> line <n>``) names it in messages and is not compared."""
     image: Path
     masks: Tuple[Path, ...]
     label: int
     group: str
     source_class: str
+    origin: str = field(default="", compare=False)
+
+
+def normalize_rel(text: str) -> str:
+    """A CSV path cell with ``.``/``..`` segments and repeated or trailing slashes resolved (POSIX rules), so that
+    ``./img/x.png`` and ``img//x.png`` are ``img/x.png``; ``""`` stays ``""``."""
+    return posixpath.normpath(text) if text else text
 
 
 def _images_in(folder: Path) -> List[Path]:
@@ -135,15 +145,16 @@ def read_csv(root, csv_file, group_regex: Optional[str] = None) -> List[RawItem]
         if not row["mask"] and not row["label"]:
             continue  # an unlabeled-only image: read by unlabeled_pool.read_csv_unlabeled
         label, cls = _csv_label(row["label"], where)
-        image = root / row["image"]
+        relative = normalize_rel(row["image"])
+        image = root / relative
         if not image.is_file():
             raise UserError(f"{where}: image {image} not found")
-        masks = tuple(root / m.strip() for m in row["mask"].split(";") if m.strip())
+        masks = tuple(root / normalize_rel(m.strip()) for m in row["mask"].split(";") if m.strip())
         for mask in masks or (root / "<empty mask column>",):
             if not mask.is_file():
                 raise UserError(f"{where}: image {image} has no mask ({mask} not found)")
-        group = row.get("group") or _regex_group(group_regex, image.stem, row["image"])
-        items.append(RawItem(image, masks, label, group, cls))
+        group = row.get("group") or _regex_group(group_regex, image.stem, relative)
+        items.append(RawItem(image, masks, label, group, cls, where))
     return items
 
 

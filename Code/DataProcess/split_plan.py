@@ -6,7 +6,8 @@ Rule (per class c, independently; a group is a case, all of whose frames stay to
    :func:`fill_exactly`; the other groups are train.
 1b. val (``val_ratio`` > 0): carved out of train *before* any budget is drawn, the same way with
    ``default_rng([seed, 3, c])`` and ``round(val_ratio · n_c)`` images (a share of the whole class, like the
-   test share); val is where checkpoints and thresholds are chosen, never test.
+   test share); val is where checkpoints and thresholds are chosen, never test. A ``val_ratio`` > 0 that gives a
+   class no val image is refused (:func:`refuse_empty_val` names the smallest ratio that works).
 2. labeled: the train groups in a seeded order ``default_rng([draw_seed, 2, c])`` (``draw_seed``, default
    ``seed``: another draw redraws only the labeled/unlabeled partition, test and val stay fixed); for the budgets N₁ < N₂ < … the
    labeled set of Nₖ is that of Nₖ₋₁ plus groups filled to exactly Nₖ/2 − Nₖ₋₁/2 more images (nested budgets);
@@ -181,18 +182,41 @@ def plan_split(items: Sequence[RawItem], labels: Sequence[int], seed: int = 0, t
     budgets = check_budgets(labels) if labels or not take_all else []
     _check_groups(items)
     plan = SplitPlan([], [], {n: [] for n in budgets})
+    no_val = []
     for label in (0, 1):
         indices = [i for i, item in enumerate(items) if item.label == label]
         test, val, train, labeled = _split_class(items, indices, label, budgets, seed, test_ratio, val_ratio,
                                                  draw_seed)
+        if val_ratio > 0 and not val:
+            no_val.append((label, len(indices), train))
         plan.test += test
         plan.val += val
         plan.train += train
         for n in budgets:
             plan.labeled[n] += labeled[n]
+    if no_val:
+        refuse_empty_val(items, val_ratio, no_val)
     if take_all:
         plan.labeled[len(plan.train)] = list(plan.train)
     return plan
+
+
+def refuse_empty_val(items: Sequence[RawItem], val_ratio: float, no_val: Sequence[Tuple[int, int, List[int]]]):
+    """UserError for a ``val_ratio`` > 0 that gives a class no val image (there would be no val/ part for that
+    class, and with none at all no best.pt): the count and the smallest ratio, in hundredths, that gives each such
+    class at least one (whole cases: the closest reachable count to round(ratio · n_c) must be > 0).
+    ``no_val``: (class, its image count n_c, its train indices, from which val is carved)."""
+    needed, counts = 0, []
+    for label, n_class, train in no_val:
+        sizes = [len(g) for g in _class_groups(items, train).values()]
+        target = next((t for t in range(1, len(train) + 1) if closest_reachable(sizes, t) > 0), None)
+        ratios = [k for k in range(1, 100) if target and int(round(k / 100 * n_class)) >= target]
+        needed = max(needed, ratios[0] if ratios else 100)
+        counts.append(f"0 of {n_class} {CLASS_NAMES[label]} images")
+    hint = f"the smallest ratio that gives each class one is {needed / 100:g}" if needed < 100 else \
+        "no ratio gives each class one (too few train images)"
+    raise UserError(f"--val-ratio {val_ratio} gives no val image ({' and '.join(counts)}); {hint} (or "
+                    f"--val-ratio 0: no val/ part, checkpoints not chosen on val)")
 
 
 def assign_names(items: Sequence[RawItem]) -> List[str]:

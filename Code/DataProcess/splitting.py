@@ -14,18 +14,19 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from Code.data.image_io import binarize_mask, load_gray
+from Code.data.image_io import load_gray, load_mask
 from Code.data.lists import write_labeled_list, write_unlabeled_list
+from Code.DataProcess.duplicates import merge_identical_content, merge_repeated_rows
 from Code.DataProcess.near_duplicates import (DEFAULT_THRESHOLD, drop_pool_near_held_out, group_near_duplicates,
                                               near_duplicate_summary)
 from Code.DataProcess.raw_readers import RawItem, read_raw
 from Code.DataProcess.split_plan import CLASS_NAMES, SplitPlan, assign_names, plan_split
-from Code.DataProcess.unlabeled_pool import UnlabeledPool, read_csv_unlabeled, read_extra
+from Code.DataProcess.unlabeled_pool import UnlabeledPool, check_decodes, read_csv_unlabeled, read_extra
 from Code.errors import UserError
 from Code.outputs import prepare_output_folder
 
@@ -38,15 +39,28 @@ def merged_mask_png(item: RawItem) -> bytes:
     image = load_gray(item.image)
     merged = np.zeros(image.shape[:2], np.uint8)
     for mask_path in item.masks:
-        mask = load_gray(mask_path)
+        mask = load_mask(mask_path)  # binarised at the file's own bit depth (8 or 16)
         if mask.shape[:2] != image.shape[:2]:
             raise UserError(f"mask {mask_path} is {mask.shape[1]}x{mask.shape[0]} but its image {item.image} is "
                             f"{image.shape[1]}x{image.shape[0]}")
-        merged |= binarize_mask(mask, f"mask {mask_path}")
+        merged |= mask
     ok, encoded = cv2.imencode(".png", merged * np.uint8(255))
     if not ok:
         raise UserError(f"cannot encode the mask of {item.image}")
     return encoded.tobytes()
+
+
+def read_checked(dataset: str, root, group_regex, include_normal: bool, csv_file
+                 ) -> Tuple[List[RawItem], List[bytes], List[str]]:
+    """(items, their merged masks as 0/255 PNG, notes): every image and mask decoded; a CSV's repeated rows and
+    byte-identical images listed once or refused (duplicates.py). The folder layouts (sztus, busi) are read as
+    they are, so that their splits stay what they were."""
+    items, notes = merge_repeated_rows(read_raw(dataset, root, group_regex, include_normal, csv_file))
+    masks = [merged_mask_png(item) for item in items]
+    if dataset == "csv":
+        items, masks, more = merge_identical_content(items, masks)
+        notes += more
+    return items, masks, notes
 
 
 def empty_mask_counts(items: Sequence[RawItem], masks: Sequence[bytes]) -> Dict[str, Dict[str, int]]:
@@ -66,6 +80,7 @@ def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, 
     candidates = read_csv_unlabeled(csv_root, csv_file) if csv_root is not None else []
     for source in extra:
         candidates += read_extra(source)
+    check_decodes(candidates)
     held_out = {i: "test" for i in plan.test}
     held_out.update({i: "val" for i in getattr(plan, "val", [])})
     candidates, near_notes = drop_pool_near_held_out(
@@ -151,10 +166,11 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
     ``near_dup_threshold`` None: off). ``draw_seed`` (None: ``seed``) draws the labeled sets; test and val depend on
     ``seed`` only. Everything is validated before `out` is touched; UserError on any bad input."""
     draw_seed = seed if draw_seed is None else draw_seed
-    near = group_near_duplicates(read_raw(dataset, root, group_regex, include_normal, csv_file), near_dup_threshold,
-                                 root)
+    items, masks, notes = read_checked(dataset, root, group_regex, include_normal, csv_file)
+    near = group_near_duplicates(items, near_dup_threshold, root)
+    mask_of = {item.image: mask for item, mask in zip(items, masks)}  # image paths are unique after read_checked
     items = near.items
-    masks = [merged_mask_png(item) for item in items]
+    masks = [mask_of[item.image] for item in items]
     plan = plan_split(items, labels, seed, test_ratio, val_ratio, draw_seed)
     names = assign_names(items)
     pool = collect_pool(items, plan, root if dataset == "csv" else None, csv_file, extra_unlabeled,
@@ -195,6 +211,8 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
     }
     record["arguments"]["extra_unlabeled"] = [str(e) for e in extra_unlabeled]
     record["arguments"].update(draw_seed=draw_seed, near_dup_threshold=near.record["threshold"])
+    if notes:
+        record["notes"] = notes  # repeated rows / identical images listed once (duplicates.py)
     pool.annotate(record)
     (out / "split.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n", encoding="utf-8")
     return record
@@ -216,5 +234,5 @@ def format_summary(record: dict) -> str:
         rows.append("unlabeled-only images in every unlabeled pool: " + ", ".join(
             f"{count} from {origin}" for origin, count in record["unlabeled_sources"].items()))
     rows.extend(near_duplicate_summary(record))
-    rows.extend(f"note: {note}" for note in record.get("unlabeled_notes", []))
+    rows.extend(f"note: {note}" for note in [*record.get("notes", []), *record.get("unlabeled_notes", [])])
     return "\n".join(rows)

@@ -6,7 +6,8 @@ Two sources, besides the train images whose labels a budget hides:
 - ``--extra-unlabeled DIR_OR_CSV`` (repeatable): every image below a folder (recursively, sorted), or the ``image``
   column of a CSV file (paths relative to the CSV's folder; other columns ignored).
 
-Such images never go to test, val or a labeled budget. Duplicates are found by content (SHA-256 of the file
+Such images never go to test, val or a labeled budget. Every one is decoded at split time (a corrupt file is an
+error naming it, not a failure of a later training run). Duplicates are found by content (SHA-256 of the file
 bytes): an image identical to a held-out (test / val) image is refused with an error naming both files; one
 identical to a train image or to an earlier pool image is listed once (the later copy is dropped and reported).
 An unlabeled CSV row whose ``group`` is a held-out image's group is left out (frames of a test case must not be
@@ -22,8 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from Code.data.image_io import load_gray
 from Code.data.lists import read_unlabeled_list, write_unlabeled_list
-from Code.DataProcess.raw_readers import IMAGE_SUFFIXES, RawItem
+from Code.DataProcess.raw_readers import IMAGE_SUFFIXES, RawItem, normalize_rel
 from Code.errors import UserError
 
 
@@ -56,7 +58,7 @@ def read_csv_unlabeled(root, csv_file) -> List[PoolImage]:
     for number, row in enumerate(_csv_rows(Path(csv_file)), start=2):
         if row.get("mask") or row.get("label"):
             continue
-        image = Path(root) / row.get("image", "")
+        image = Path(root) / normalize_rel(row.get("image", ""))
         if not row.get("image") or not image.is_file():
             raise UserError(f"{csv_file} line {number}: unlabeled image {image} not found")
         images.append(PoolImage(image, f"{csv_file} line {number} (no mask, no label)", row.get("group") or None))
@@ -78,12 +80,22 @@ def read_extra(source: str) -> List[PoolImage]:
             raise UserError(f"--extra-unlabeled {source}: no 'image' column")
         images = []
         for number, row in enumerate(rows, start=2):
-            image = path.parent / row["image"]
+            image = path.parent / normalize_rel(row["image"])
             if not image.is_file():
                 raise UserError(f"--extra-unlabeled {source} line {number}: image {image} not found")
             images.append(PoolImage(image, origin))
         return images
     raise UserError(f"--extra-unlabeled {source}: not a folder of images or a .csv file")
+
+
+def check_decodes(images: Sequence[PoolImage]) -> None:
+    """Decode every image now, so that a corrupt file stops the split (one line naming it and where it was
+    listed) instead of a training run later."""
+    for image in images:
+        try:
+            load_gray(image.image)
+        except UserError as exc:
+            raise UserError(f"{exc}; listed by {image.origin}") from None
 
 
 class UnlabeledPool:

@@ -4,7 +4,9 @@
   ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``;
 - ``"unlabeled"`` reads ``part_dir/unlabeled.txt`` → ``(weak (C, S, S), strong (C, S, S))``: the same warped
   pixels, the strong one photometrically distorted (so pixel (i, j) of both shows the same anatomy); with
-  ``truth=True`` and a ``truth.txt`` in the part (diagnostics only) also ``(mask (S, S) warped like weak, label)``;
+  ``truth=True`` and a ``truth.txt`` in the part (diagnostics only) also ``(mask (S, S) warped like weak, label)``
+  — only when ``truth.txt`` covers every listed image; a pool with images that have no truth (unlabeled-only CSV
+  rows, ``--extra-unlabeled``) carries none, and ``truth_note`` says why (the diagnostics are then off);
 - ``"eval"``     reads ``labeled.txt``, resize only (as :func:`Code.data.image_io.preprocess`) →
   ``(image, mask, label, name)``.
 
@@ -53,11 +55,10 @@ class SplitDataset(Dataset):
         self.mode, self.size, self.in_channels, self.seed = mode, int(size), int(in_channels), int(seed)
         self.aug = resolve_aug(aug)
         self.epoch = 0
+        self.truth_note: Optional[str] = None  # why an unlabeled part asked for its truth carries none
         if mode == "unlabeled":
             self.names = read_unlabeled_list(self.part_dir / "unlabeled.txt")
-            self.masks, self.labels = [], []
-            if truth and (self.part_dir / "truth.txt").is_file():
-                self.masks, self.labels = self._truth_of(self.names)
+            self.masks, self.labels = self._truth_of(self.names) if truth else ([], [])
         else:
             entries = read_labeled_list(self.part_dir / "labeled.txt")
             self.names = [image for image, _, _ in entries]
@@ -76,8 +77,18 @@ class SplitDataset(Dataset):
         return self.mode == "unlabeled" and len(self.masks) == len(self.names) > 0
 
     def _truth_of(self, names):
-        entries = {image: (mask, label) for image, mask, label in read_labeled_list(self.part_dir / "truth.txt")}
-        if any(n not in entries for n in names):  # unlabeled-only images (no truth): no diagnostics
+        """(masks, labels) of ``names`` from ``truth.txt``, or ([], []) with ``truth_note`` set when the file is
+        missing or lacks some image: diagnostics over part of a pool would describe other images than those
+        trained on, so they are all or nothing."""
+        path = self.part_dir / "truth.txt"
+        if not path.is_file():
+            self.truth_note = f"{self.part_dir} has no {path.name} (the truth of its images)"
+            return [], []
+        entries = {image: (mask, label) for image, mask, label in read_labeled_list(path, allow_empty=True)}
+        missing = sum(1 for n in names if n not in entries)
+        if missing:
+            self.truth_note = (f"{missing} of the {len(names)} unlabeled images in {self.part_dir} have no truth "
+                               f"in {path.name} (unlabeled-only images)")
             return [], []
         return [entries[n][0] for n in names], [entries[n][1] for n in names]
 

@@ -36,43 +36,65 @@ def _read_bytes(path) -> np.ndarray:
         raise UserError(f"cannot read image {path}: {exc.strerror or exc}") from None
 
 
-def load_gray(path) -> np.ndarray:
-    """Decode an image file as 8-bit grayscale, shape (H, W) uint8; UserError naming the file if unreadable.
-    (np.fromfile + cv2.imdecode, so that names with spaces or non-ASCII characters work everywhere.)"""
+def decode_gray(path) -> np.ndarray:
+    """Decode an image file as grayscale at its own bit depth: (H, W) uint8 or uint16; UserError naming the file
+    if unreadable or of another sample type. (np.fromfile + cv2.imdecode, so that names with spaces or non-ASCII
+    characters work everywhere.)"""
     if not Path(path).is_file():
         raise UserError(f"image not found: {path}")
     data = _read_bytes(path)
     if data.size == 0:
         raise UserError(f"cannot read image {path}: the file is empty (0 bytes)")
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE)
+        image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE | cv2.IMREAD_ANYDEPTH)
     except cv2.error as exc:
         raise UserError(f"cannot read image {path} ({str(exc).strip().splitlines()[-1]})") from None
     if image is None or image.size == 0:
         raise UserError(f"cannot read image {path} (not an image OpenCV can decode)")
+    if image.dtype not in (np.uint8, np.uint16):
+        raise UserError(f"cannot read image {path}: {image.dtype} samples (save it as an 8- or 16-bit image)")
     return image
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """8-bit view of a decoded gray image (H, W): uint8 as is; uint16 by the bit width b of its largest value
+    (at least 8): ``round(v · 255 / (2^b − 1))``, so 12-bit data (max ≤ 4095) spans 0–255 instead of 0–15 and a
+    16-bit image holding 8-bit values keeps them."""
+    if image.dtype == np.uint8:
+        return image
+    bits = max(8, int(image.max()).bit_length())
+    return np.rint(image.astype(np.float32) * np.float32(255.0 / ((1 << bits) - 1))).astype(np.uint8)
+
+
+def load_gray(path) -> np.ndarray:
+    """Decode an image file as 8-bit grayscale, shape (H, W) uint8 (16-bit data scaled by :func:`to_uint8`);
+    UserError naming the file if unreadable."""
+    return to_uint8(decode_gray(path))
 
 
 def binarize_mask(mask: np.ndarray, source: str = "mask") -> np.ndarray:
     """{0, 1} uint8 lesion mask (H, W) from a mask image:
 
     - at most two values (0/1, 0/255, 0/100, a 0/1/2 label map stored as 0/2, …): lesion = non-zero;
-    - more values reaching above 127 (anti-aliased or JPEG-compressed 0/255 masks): lesion = pixel > 127;
-    - more values, all ≤ 127 (e.g. a 0/1/2 label map): ambiguous, a UserError naming ``source`` and the values.
+    - more values reaching above half the range h (h = 127 for 8-bit, 32767 for 16-bit masks; anti-aliased or
+      JPEG-compressed 0/255 masks): lesion = pixel > h;
+    - more values, all ≤ h (e.g. a 0/1/2 label map): ambiguous, a UserError naming ``source`` and the values.
+    The values are those of the file at its own bit depth (:func:`decode_gray`): a 16-bit 0/1 mask is 0/1.
     """
     values = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)) if mask.dtype == np.uint8 else np.unique(mask)
     if len(values) <= 2:
         return (mask > 0).astype(np.uint8)
-    if values[-1] > 127:
-        return (mask > 127).astype(np.uint8)
+    half = np.iinfo(mask.dtype).max // 2 if mask.dtype.kind == "u" else 127
+    if values[-1] > half:
+        return (mask > half).astype(np.uint8)
     shown = ", ".join(str(int(v)) for v in values[:6]) + (", …" if len(values) > 6 else "")
     raise UserError(f"{source}: ambiguous mask with values {shown}; store the lesion as 255 (or any single non-zero "
                     "value) and the background as 0")
 
 
 def load_mask(path) -> np.ndarray:
-    """Decode a mask file as {0, 1} uint8 (H, W) (see :func:`binarize_mask`)."""
-    return binarize_mask(load_gray(path), str(path))
+    """Decode a mask file at its own bit depth as {0, 1} uint8 (H, W) (see :func:`binarize_mask`)."""
+    return binarize_mask(decode_gray(path), f"mask {path}")
 
 
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:

@@ -16,8 +16,9 @@ CLASS_NAMES = ("benign", "malignant")
 LabeledEntry = Tuple[str, str, int]
 
 
-def _read_lines(path: Path) -> List[Tuple[int, str]]:
-    """(1-based line number, stripped line) of the non-blank lines of `path`; UserError if missing or empty."""
+def _read_lines(path: Path, allow_empty: bool = False) -> List[Tuple[int, str]]:
+    """(1-based line number, stripped line) of the non-blank lines of `path`; UserError if missing or (unless
+    ``allow_empty``) empty."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"list file not found: {path}")
@@ -26,15 +27,16 @@ def _read_lines(path: Path) -> List[Tuple[int, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UserError(f"cannot read list file {path}: {exc}") from None
     lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
-    if not lines:
+    if not lines and not allow_empty:
         raise UserError(f"list file {path} is empty")
     return lines
 
 
-def read_labeled_list(path) -> List[LabeledEntry]:
-    """Parse a ``labeled.txt`` into [(image file, mask file, class id)], class id in {0, 1}."""
+def read_labeled_list(path, allow_empty: bool = False) -> List[LabeledEntry]:
+    """Parse a ``labeled.txt`` into [(image file, mask file, class id)], class id in {0, 1}; an empty file is an
+    error unless ``allow_empty`` (a ``truth.txt`` may list no image)."""
     entries = []
-    for number, line in _read_lines(path):
+    for number, line in _read_lines(path, allow_empty):
         fields = line.split()
         if len(fields) != 3:
             raise UserError(f"{path} line {number}: expected '<image> <mask> <class id>' (3 fields separated by "

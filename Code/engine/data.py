@@ -6,6 +6,7 @@ seeded by ``(seed, stream, e)``. A stream is then fully described by the number 
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -162,6 +163,8 @@ def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistIn
         raise UserError(f"malformed split {split}: missing {unlabeled_dir / 'unlabeled.txt'} "
                         f"(method '{config['method']}' needs unlabeled images)")
     unlabeled = SplitDataset(unlabeled_dir, "unlabeled", truth=config["log"]["pseudo_diagnostics"], **common)
+    if unlabeled.truth_note and dist.is_main:
+        print(f"note: pseudo-label diagnostics off: {unlabeled.truth_note}", file=sys.stderr)
     if len(unlabeled) == 0:
         raise UserError(f"{unlabeled_dir / 'unlabeled.txt'} is empty (method '{config['method']}' needs unlabeled images)")
     unlabeled_stream = BatchStream(unlabeled, train["batch_unlabeled"], seed, 1, data["num_workers"], dist, pin_memory)

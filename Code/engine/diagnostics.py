@@ -1,7 +1,8 @@
 """Pseudo-label diagnostics: how good are the weak view's pseudo-labels, measured against the unlabeled truth.
 
-Used only when the split ships the truth of its unlabeled images (``train/N/unlabeled/truth.txt``, written by
-data_split.py for data sets that have it, e.g. the phantom and BUSI). The truth travels beside the unlabeled batch
+Used only when the split ships the truth of all its unlabeled images (``train/N/unlabeled/truth.txt``, written by
+data_split.py for the pool's train images); a pool with unlabeled-only images (no truth) switches them off, with a
+one-line note (Code.engine.data.build_streams). The truth travels beside the unlabeled batch
 and reaches only :class:`PseudoLabelMonitor`, never ``train_step``: the losses cannot see it.
 
 Counts are summed on the device over a logging window (no host sync per step); :meth:`PseudoLabelMonitor.flush`
