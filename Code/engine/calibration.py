@@ -27,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from Code.engine.file_mode import user_file_mode
 from Code.errors import UserError
 
 N_BINS = 15
@@ -132,9 +133,7 @@ def save_calibration(path: Union[str, Path], document: Dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(document, indent=2) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the user's usual mode
+        os.chmod(tmp, user_file_mode())  # mkstemp creates 0600; give the file the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
