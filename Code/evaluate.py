@@ -16,7 +16,8 @@ per-pixel predictive entropy), ``reliability.png`` (ECE and Brier of P(malignant
 ``--calibrate`` fits the temperature and the review thresholds on the split's ``val/`` part (the sibling of
 ``--data``, or ``--val``), stores them in ``<checkpoint stem>.calibration.json`` next to the checkpoint (an
 existing one is replaced only with ``--force``) and applies them; ``--calibration`` applies a stored one
-(that file, or FILE).
+(that file, or FILE), which must have been fitted on this very checkpoint file (its SHA-256 is stored). ``--val``
+may not be the evaluated ``--data`` nor a split's ``test/`` part (``reporting/trust.py``).
 Metrics are computed at the model's input resolution (``data.size`` of the checkpoint's config). Works with
 checkpoints of ``seg_train.py`` and ``cls_train.py``, saved with or without DDP; AMP on CUDA unless ``--no-amp``.
 The figures are drawn by ``Code/reporting/figures.py`` (shared with ``predict.py``).
@@ -177,7 +178,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     # the heavy imports (smp, timm) only once the arguments are checked
-    from Code.engine.calibration import save_calibration
+    from Code.engine.calibration import checkpoint_sha256, save_calibration
     from Code.engine.evaluation import evaluate_model, summarize_metrics
     from Code.reporting.trust import (UncertaintyCollector, apply_temperature, fit_calibration, format_trust,
                                      labeled_loader, trust_report)
@@ -187,7 +188,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if val is not None:
         calibration = fit_calibration(model, labeled_loader(val, config, args.batch_size, args.num_workers, device),
                                       device, amp, args.review_quantile)
-        calibration.update(checkpoint=str(checkpoint.resolve()), step=step, val=str(val.resolve()))
+        calibration.update(checkpoint=str(checkpoint.resolve()), checkpoint_sha256=checkpoint_sha256(checkpoint),
+                           step=step, val=str(val.resolve()))
         save_calibration(calibration_path(checkpoint), calibration)
         print(f"fitted on {calibration['n_val']} val images: T = {calibration['temperature']:.4f}, "
               f"wrote {calibration_path(checkpoint)}")

@@ -13,12 +13,13 @@ size like the evaluation data; the lesion mask is brought back to the ORIGINAL s
 threshold 0.5). Writes to DIR (default ``<run folder of the checkpoint>/predictions``; an existing non-empty DIR
 needs ``--force``; with ``--model``, ``<model folder>/predictions``): ``masks/<stem>.png`` (0/255),
 ``overlays/<stem>.png`` (image beside the prediction in green), ``entropy/<stem>.png`` (image beside its
-per-pixel predictive entropy, at the original size) and ``predictions.csv`` (file, pred_class, prob_benign,
-prob_malignant, lesion_area_px, mask, class_entropy, lesion_entropy, review; entropies normalised to [0, 1], see
-``engine/uncertainty.py``). ``review`` is 1 when the class entropy or the mean entropy on the predicted lesion
-exceeds its threshold chosen on val, 0 otherwise, and empty without thresholds: they come with
-``--calibration`` (``<checkpoint stem>.calibration.json`` of ``evaluate.py --calibrate``, or FILE, which also
-applies its temperature) or from an exported model's metadata. ``--model`` runs a file of ``export.py`` (ONNX
+per-pixel predictive entropy, resized to the original size) and ``predictions.csv`` (file, pred_class,
+prob_benign, prob_malignant, lesion_area_px, mask, class_entropy, lesion_entropy, review; entropies normalised to
+[0, 1], see ``engine/uncertainty.py``, and computed at the model's input size like ``evaluate.py`` and the
+thresholds, so that both scripts flag the same images). ``review`` is 1 when the class entropy or the mean
+entropy on the predicted lesion exceeds its threshold chosen on val, 0 otherwise, and empty without thresholds:
+they come with ``--calibration`` (``<checkpoint stem>.calibration.json`` of ``evaluate.py --calibrate``, or FILE,
+fitted on this checkpoint file; it also applies its temperature) or from an exported model's metadata. ``--model`` runs a file of ``export.py`` (ONNX
 with ONNX Runtime, TorchScript with PyTorch; CPU). An unreadable file gets a one-line ``error:`` on stderr and
 the others are still processed; a summary of the failures ends the run and the exit status is then 1.
 """
@@ -40,7 +41,7 @@ import torch.nn.functional as F
 from Code.data import CLASS_NAMES, load_gray, preprocess
 from Code.errors import UserError, run_cli
 from Code.engine.checkpoint import load_model_from_checkpoint
-from Code.engine.uncertainty import lesion_mean, normalized_entropy, review_flags
+from Code.engine.uncertainty import image_uncertainty, review_flags
 from Code.evaluate import prepare_out, resolve_device, run_folder_of
 from Code.reporting.figures import overlay_panel, safe_stem, write_png
 from Code.reporting.uncertainty_figures import entropy_panel
@@ -102,12 +103,17 @@ def read_batch(paths: Sequence[Path], size: int, in_channels: int, failures: Lis
     return ok_paths, grays, tensors
 
 
+def resize_map(values: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """An S×S map (float) resized bilinearly to height×width (returned as is when it already has that size)."""
+    values = values[None, None].float()
+    if values.shape[-2:] != (height, width):
+        values = F.interpolate(values, size=(height, width), mode="bilinear", align_corners=False)
+    return values[0, 0].cpu()
+
+
 def lesion_probability(seg_probs: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Lesion probability (height×width float) from one image's 2×S×S softmax, resized bilinearly."""
-    lesion = seg_probs[1:2].unsqueeze(0).float()
-    if lesion.shape[-2:] != (height, width):
-        lesion = F.interpolate(lesion, size=(height, width), mode="bilinear", align_corners=False)
-    return lesion[0, 0].cpu()
+    return resize_map(seg_probs[1], height, width)
 
 
 def lesion_mask(seg_probs: torch.Tensor, height: int, width: int) -> np.ndarray:
@@ -115,19 +121,21 @@ def lesion_mask(seg_probs: torch.Tensor, height: int, width: int) -> np.ndarray:
     return (lesion_probability(seg_probs, height, width) > 0.5).to(torch.uint8).numpy()
 
 
-def image_row(path: Path, stem: str, lesion: torch.Tensor, cls_probs: torch.Tensor,
+def image_row(path: Path, stem: str, seg_probs: torch.Tensor, cls_probs: torch.Tensor, height: int, width: int,
               thresholds: Optional[Dict[str, float]]) -> Tuple[Dict, np.ndarray, torch.Tensor]:
-    """``(predictions.csv row, mask H×W uint8, entropy map H×W)`` of one image at its original size."""
-    mask = (lesion > 0.5).to(torch.uint8)
-    entropy = normalized_entropy(torch.stack([1.0 - lesion, lesion]), dim=0)
-    lesion_entropy = float(lesion_mean(entropy[None], mask[None].bool())[0])
+    """``(predictions.csv row, mask H×W uint8, entropy map H×W)`` of one image (``seg_probs`` 2×S×S and
+    ``cls_probs`` K at the model's resolution S). The mask and the entropy map are brought to the original
+    height×width; ``class_entropy``, ``lesion_entropy`` and the review flag are computed at S×S, exactly as
+    ``evaluate.py`` computes them (and as the thresholds were fitted), so both scripts flag the same images."""
+    u = image_uncertainty(seg_probs[None].float(), cls_probs[None].float())
+    class_entropy, lesion_entropy = float(u["class_entropy"][0]), float(u["lesion_entropy"][0])
+    mask = (lesion_probability(seg_probs, height, width) > 0.5).to(torch.uint8)
     prob_b, prob_m = (float(p) for p in cls_probs)
-    class_entropy = float(normalized_entropy(cls_probs.float(), dim=0))
     review = "" if not thresholds else int(review_flags([class_entropy], [lesion_entropy], thresholds)[0])
     row = {"file": str(path), "pred_class": int(prob_m > prob_b), "prob_benign": prob_b, "prob_malignant": prob_m,
            "lesion_area_px": int(mask.sum()), "mask": f"masks/{stem}.png", "class_entropy": class_entropy,
            "lesion_entropy": lesion_entropy, "review": review}
-    return row, mask.numpy(), entropy
+    return row, mask.numpy(), resize_map(u["entropy"][0], height, width)
 
 
 def predict_files(predictor, files: Sequence[Path], out: Path, batch_size: int, overlays: bool,
@@ -147,8 +155,8 @@ def predict_files(predictor, files: Sequence[Path], out: Path, batch_size: int, 
         seg_probs, cls_probs = predictor(torch.stack(tensors))
         for i, (path, gray) in enumerate(zip(paths, grays)):
             stem = stems(path)
-            row, mask, entropy = image_row(path, stem, lesion_probability(seg_probs[i], *gray.shape[:2]),
-                                           cls_probs[i], predictor.review_thresholds)
+            row, mask, entropy = image_row(path, stem, seg_probs[i], cls_probs[i], *gray.shape[:2],
+                                           predictor.review_thresholds)
             write_png(out / "masks" / f"{stem}.png", mask * 255)
             if overlays:
                 caption = (f"{path.name} | pred {CLASS_NAMES[row['pred_class']]} p(mal)={row['prob_malignant']:.2f}"

@@ -1,13 +1,14 @@
 """engine.calibration: ECE / Brier against a hand-computed case, temperature scaling, the stored document."""
+import hashlib
 import json
 import math
 
 import pytest
 import torch
 
-from Code.engine.calibration import (TemperatureScaled, calibration_metrics, calibration_path, fit_temperature,
-                                     load_calibration, nll, reliability_curve, rescale_probs, resolve_temperature,
-                                     save_calibration)
+from Code.engine.calibration import (TemperatureScaled, calibration_metrics, calibration_path, checkpoint_sha256,
+                                     fit_temperature, load_calibration, nll, reliability_curve, rescale_probs,
+                                     resolve_temperature, save_calibration)
 from Code.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -80,9 +81,12 @@ def test_temperature_scaled_divides_only_class_logits():
 def test_calibration_document_round_trip_and_errors(tmp_path):
     """Mutation checked: calibration_path giving ``best.json`` instead of ``best.calibration.json`` fails."""
     checkpoint = tmp_path / "best.pt"
+    checkpoint.write_bytes(b"weights")
     path = calibration_path(checkpoint)
     assert path.name == "best.calibration.json"
-    document = {"temperature": 1.7, "review_thresholds": {"class_entropy": 0.9, "lesion_entropy": 0.4}}
+    document = {"temperature": 1.7, "review_thresholds": {"class_entropy": 0.9, "lesion_entropy": 0.4},
+                "checkpoint_sha256": checkpoint_sha256(checkpoint)}
+    assert document["checkpoint_sha256"] == hashlib.sha256(b"weights").hexdigest()
     save_calibration(path, document)
     assert load_calibration(path) == document
     assert resolve_temperature("auto", checkpoint) == document
@@ -93,6 +97,9 @@ def test_calibration_document_round_trip_and_errors(tmp_path):
         resolve_temperature("-1")
     with pytest.raises(UserError, match="calibration file not found"):
         resolve_temperature("auto", tmp_path / "other.pt")
+    (tmp_path / "other.pt").write_bytes(b"other weights")
+    with pytest.raises(UserError, match="fitted on another checkpoint"):
+        resolve_temperature(str(path), tmp_path / "other.pt")
     (tmp_path / "bad.json").write_text(json.dumps({"temperature": "hot"}))
     with pytest.raises(UserError, match="positive 'temperature'"):
         load_calibration(tmp_path / "bad.json")

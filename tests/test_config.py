@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from Code.engine.config import CONFIG_DIR, dump_config, load_config, parse_set_option
 from Code.errors import UserError
@@ -79,3 +80,62 @@ def test_missing_and_malformed_files(tmp_path):
     bad.write_text("train: [unclosed\n")
     with pytest.raises(UserError, match="not valid YAML"):
         load_config(str(bad))
+
+
+@pytest.mark.parametrize("item, interval", [
+    ("loss.seg=-1", "[0, inf)"),
+    ("train.seg_lr=-1", "(0, inf)"),
+    ("train.cls_lr=-0.1", "(0, inf)"),
+    ("train.cls_lr=0", "(0, inf)"),
+    ("data.num_workers=-1", "[0, inf)"),
+    ("train.iters=0", "[1, inf)"),
+    ("eval.batch_size=0", "[1, inf)"),
+    ("ssl.tau_hi=1.5", "[0, 1]"),
+    ("ssl.ema_decay=1", "[0, 1)"),
+    ("contrast.temperature=0", "(0, inf)"),
+    ("train.seg_lr=.nan", "(0, inf)"),
+    ("loss.cls=.inf", "[0, inf)"),
+    ("model.decoder_channels=[32, 0, 16, 8, 8]", "[1, inf)"),
+])
+def test_out_of_range_values_name_key_value_and_range(item, interval):
+    """Issue #21: `--set loss.seg=-1` was accepted and negative learning rates or workers ended in tracebacks.
+    Mutations checked: validate_config not calling check_ranges; in_range treating "(" as "[" (lr 0 accepted) — each fails."""
+    key, value = item.split("=", 1)
+    with pytest.raises(UserError) as info:
+        load_config(overrides=[parse_set_option(item)])
+    message = str(info.value)
+    assert f"'{key}'" in message and interval in message and "\n" not in message
+    assert f"got {yaml.safe_load(value)!r}" in message
+
+
+def test_range_bounds_are_accepted_and_schedules_keep_their_hint():
+    config = load_config(overrides=[parse_set_option(s) for s in (
+        "loss.seg=0", "data.num_workers=0", "ssl.tau_lo=0", "ssl.tau_hi=1", "ssl.ema_decay=0", "train.iters=1")])
+    assert config["loss"]["seg"] == 0 and config["ssl"]["tau_hi"] == 1
+    with pytest.raises(UserError, match=r"'ssl.unsup_rampup' must be in \[0, 1\], got 300 \(a fraction of train"):
+        load_config(overrides=[parse_set_option("ssl.unsup_rampup=300")])
+    with pytest.raises(UserError, match="tau_lo <= tau_hi"):
+        load_config(overrides=[parse_set_option("ssl.tau_lo=0.9"), parse_set_option("ssl.tau_hi=0.8")])
+
+
+def _numeric_leaves(node, prefix=""):
+    for key, value in node.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numeric_leaves(value, f"{name}.")
+        elif isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+            yield name
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield name
+
+
+def test_every_numeric_key_has_a_range():
+    """One table: every numeric key of configs/base.yaml has a range in RANGES (or its own check), and every
+    RANGES key exists. Mutation checked: deleting the loss.seg entry of RANGES fails."""
+    from Code.engine.config import BASE_CONFIG, OWN_CHECKS, RANGES, in_range
+
+    base = yaml.safe_load(BASE_CONFIG.read_text())
+    numeric = set(_numeric_leaves(base))
+    assert numeric - set(RANGES) - OWN_CHECKS == set()
+    assert set(RANGES) | OWN_CHECKS <= numeric
+    assert in_range(0.5, "[0, 1)") and not in_range(1, "[0, 1)") and not in_range(True, "[0, inf)")

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from Code.data import load_gray, normalization, preprocess
-from Code.engine.calibration import calibration_path, save_calibration
+from Code.engine.calibration import calibration_path, checkpoint_sha256, save_calibration
 from Code.engine.checkpoint import load_model_from_checkpoint, save_checkpoint
 from Code.engine.config import load_config
 from Code.engine.export_graph import read_onnx_metadata
@@ -33,7 +33,7 @@ def exported(tmp_path_factory):
     checkpoint = root / "run" / "checkpoints" / "best.pt"
     save_checkpoint(checkpoint, {"model": smoke_model_with_decisions(config).state_dict(), "config": config,
                                  "step": 6})
-    save_calibration(calibration_path(checkpoint), CALIBRATION)
+    save_calibration(calibration_path(checkpoint), dict(CALIBRATION, checkpoint_sha256=checkpoint_sha256(checkpoint)))
     onnx_path, ts_path = root / "deploy" / "hermes.onnx", root / "deploy" / "hermes.ts"
     assert export.main(["--checkpoint", str(checkpoint), "--format", "onnx", "--out", str(onnx_path),
                         "--temperature", "auto"]) == 0

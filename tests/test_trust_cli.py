@@ -29,11 +29,11 @@ def _rows(path):
 
 @pytest.fixture(scope="module")
 def split_and_checkpoint(phantom_split, tmp_path_factory):
-    """A split whose val/ is a copy of its test/ (so that the thresholds fitted on val can be checked by value
-    against the test images' entropies), a split without val/, and the smoke model's checkpoint."""
+    """A split with the phantom split's test/ and val/ (without its split.json), a split without val/, and the
+    smoke model's checkpoint."""
     root = tmp_path_factory.mktemp("trust")
     shutil.copytree(phantom_split / "test", root / "split" / "test")
-    shutil.copytree(phantom_split / "test", root / "split" / "val")
+    shutil.copytree(phantom_split / "val", root / "split" / "val")
     shutil.copytree(phantom_split / "test", root / "no_val" / "test")
     config = load_config(ROOT / "configs" / "smoke.yaml")
     checkpoint = root / "run" / "checkpoints" / "best.pt"
@@ -44,13 +44,16 @@ def split_and_checkpoint(phantom_split, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def calibrated(split_and_checkpoint):
-    """evaluate.py --calibrate on split/test (fitting on split/val), and a plain evaluation for comparison."""
+    """evaluate.py --calibrate on split/test (fitting on split/val), a plain evaluation for comparison, and the
+    calibrated evaluation of split/val itself (the values the thresholds were chosen from)."""
     root, checkpoint = split_and_checkpoint
     test = root / "split" / "test"
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(test), "--device", "cpu", "--calibrate",
                           "--out", str(root / "eval_cal"), "--batch-size", "4"]) == 0
     assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(test), "--device", "cpu",
                           "--out", str(root / "eval_raw"), "--no-overlays"]) == 0
+    assert evaluate.main(["--checkpoint", str(checkpoint), "--data", str(root / "split" / "val"), "--device", "cpu",
+                          "--calibration", "--out", str(root / "eval_val"), "--no-overlays"]) == 0
     return root, checkpoint
 
 
@@ -84,9 +87,9 @@ def test_calibration_metrics_and_temperature(calibrated):
     root, checkpoint = calibrated
     document = json.loads(calibration_path(checkpoint).read_text())
     temperature = document["temperature"]
-    assert temperature > 0 and document["n_val"] == len(_rows(root / "eval_raw" / "per_image.csv"))
+    assert temperature > 0 and document["n_val"] == len(_rows(root / "eval_val" / "per_image.csv"))
     assert set(document["review_thresholds"]) == {"class_entropy", "lesion_entropy"}
-    assert document["val_nll_after"] <= document["val_nll_before"] + 1e-9  # val = test here: T minimises NLL
+    assert document["val_nll_after"] <= document["val_nll_before"] + 1e-9  # T minimises the val NLL
     assert document["val"] == str((root / "split" / "val").resolve())
 
     metrics = json.loads((root / "eval_cal" / "metrics.json").read_text())
@@ -119,9 +122,12 @@ def test_review_flags_table_and_curves(calibrated):
     class_entropy = [float(r["class_entropy"]) for r in rows]
     lesion_entropy = [float(r["lesion_entropy"]) for r in rows]
     expected = review_flags(class_entropy, lesion_entropy, thresholds)
-    # val = test here: the thresholds are the 0.9-quantiles of these calibrated class and lesion entropies
-    assert thresholds["class_entropy"] == pytest.approx(np.quantile(class_entropy, 0.9), abs=1e-6)
-    assert thresholds["lesion_entropy"] == pytest.approx(np.nanquantile(lesion_entropy, 0.9), abs=1e-6)
+    # the thresholds are the 0.9-quantiles of the calibrated class and lesion entropies of the val images
+    val_rows = _rows(root / "eval_val" / "per_image.csv")
+    assert thresholds["class_entropy"] == pytest.approx(
+        np.quantile([float(r["class_entropy"]) for r in val_rows], 0.9), abs=1e-6)
+    assert thresholds["lesion_entropy"] == pytest.approx(
+        np.nanquantile([float(r["lesion_entropy"]) for r in val_rows], 0.9), abs=1e-6)
     assert 0 < expected.sum() < len(rows)
     assert [int(r["review"]) for r in rows] == expected.astype(int).tolist()
     for r, h in zip(rows, class_entropy):  # binary entropy of the calibrated P(malignant), in bits

@@ -12,10 +12,16 @@
   log T with L-BFGS, so T stays positive. Argmax (hence accuracy and the predicted class) and AUC are unchanged.
 
 Nothing here reads files except :func:`load_calibration` / :func:`save_calibration` (the small JSON document
-stored next to a checkpoint).
+stored next to a checkpoint) and :func:`checkpoint_sha256`. A calibration holds the SHA-256 of the checkpoint
+*file* it was fitted on (``checkpoint_sha256``); applying it to any other file — a ``best.pt`` that moved when the
+run was extended, or the same weights saved again — is refused with the hint to refit (``evaluate.py
+--calibrate``). The file, not its weights, is hashed: no checkpoint has to be loaded for the check, and a file
+copied elsewhere keeps its calibration. Files without the hash (written before it existed) are refused the same
+way: a warning would let the silently wrong temperature through, and refitting is one command.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from Code.engine.file_mode import user_file_mode
 from Code.errors import UserError
 
 N_BINS = 15
@@ -132,9 +139,7 @@ def save_calibration(path: Union[str, Path], document: Dict[str, Any]) -> None:
     try:
         with os.fdopen(fd, "w") as handle:
             handle.write(json.dumps(document, indent=2) + "\n")
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp creates 0600; give the file the user's usual mode
+        os.chmod(tmp, user_file_mode())  # mkstemp creates 0600; give the file the user's usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -164,23 +169,53 @@ def load_calibration(path: Union[str, Path]) -> Dict[str, Any]:
     return document
 
 
+def checkpoint_sha256(path: Union[str, Path]) -> str:
+    """Hex SHA-256 of the checkpoint file's bytes (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_fitted_on(document: Dict[str, Any], source: Union[str, Path], checkpoint: Union[str, Path]) -> None:
+    """A one-line UserError unless the calibration ``document`` (read from ``source``) was fitted on the file
+    ``checkpoint`` (same ``checkpoint_sha256``)."""
+    refit = f"refit it with: evaluate.py --checkpoint {checkpoint} --data SPLIT/test --calibrate --force"
+    fitted = document.get("checkpoint_sha256")
+    if fitted is None:
+        raise UserError(f"{source} does not record the checkpoint it was fitted on (a calibration file older than "
+                        f"that check), so it may belong to another checkpoint than {checkpoint}: {refit}")
+    actual = checkpoint_sha256(checkpoint)
+    if fitted != actual:
+        raise UserError(f"{source} was fitted on another checkpoint (sha256 {fitted[:12]}…; {checkpoint} is "
+                        f"{actual[:12]}…, e.g. a best.pt that moved when the run went on): {refit}")
+
+
 def resolve_temperature(value: Optional[str], checkpoint: Optional[Union[str, Path]] = None
                         ) -> Optional[Dict[str, Any]]:
     """``--temperature``/``--calibration`` argument → calibration document (or None when ``value`` is None).
 
     ``auto``: the file next to ``checkpoint``; a positive number: that temperature without review thresholds;
-    anything else: a calibration JSON file.
+    anything else: a calibration JSON file. A file must have been fitted on ``checkpoint`` (when given; see
+    :func:`check_fitted_on`).
     """
     if value is None:
         return None
     if value == "auto":
         if checkpoint is None:
             raise UserError("'auto' calibration needs a checkpoint (name the calibration file instead)")
-        return load_calibration(calibration_path(checkpoint))
-    try:
-        temperature = float(value)
-    except ValueError:
-        return load_calibration(value)
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise UserError(f"the temperature must be a positive number or a calibration file, got {value!r}")
-    return {"temperature": temperature, "review_thresholds": None}
+        value = str(calibration_path(checkpoint))
+    else:
+        try:
+            temperature = float(value)
+        except ValueError:
+            temperature = None
+        if temperature is not None:
+            if not (temperature > 0 and math.isfinite(temperature)):
+                raise UserError(f"the temperature must be a positive number or a calibration file, got {value!r}")
+            return {"temperature": temperature, "review_thresholds": None}
+    document = load_calibration(value)
+    if checkpoint is not None:
+        check_fitted_on(document, value, checkpoint)
+    return document

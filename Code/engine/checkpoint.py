@@ -8,13 +8,15 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
+from Code.engine.file_mode import user_file_mode
 from Code.errors import UserError
 
 _PREFIXES = ("module.", "_orig_mod.")
 
 
 def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed, then renamed."""
+    """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed, given the mode of
+    ``engine.file_mode.user_file_mode`` (0o666 & ~umask), then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -23,6 +25,7 @@ def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
             torch.save(state, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, user_file_mode())  # mkstemp made it 0600; the user's umask decides, as for any new file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -31,6 +31,33 @@ CHOICES = {
 }
 # Keys whose value may be of any type (free-form dicts validated elsewhere, or null-able paths/numbers).
 FREE_KEYS = {"data.aug", "data.split", "data.labels", "model.encoder_weights"}
+# The valid range of every numeric key (a list's elements each): "[a, b]" closed, "(a, b)" open, mixed allowed;
+# "inf" has no bound (so NaN and ±inf are never in range). The keys checked by validate_config instead (data.size,
+# data.in_channels) are listed in OWN_CHECKS; tests/test_config.py checks that every numeric key of base.yaml
+# is in one of the two.
+RANGES = {
+    "seed": "[0, inf)",
+    "data.num_workers": "[0, inf)",
+    "model.decoder_channels": "[1, inf)", "model.pixel_embed_dim": "[1, inf)", "model.image_embed_dim": "[1, inf)",
+    "model.consist_dim": "[1, inf)",
+    "train.iters": "[1, inf)", "train.batch_labeled": "[1, inf)", "train.batch_unlabeled": "[1, inf)",
+    "train.seg_lr": "(0, inf)", "train.cls_lr": "(0, inf)", "train.seg_weight_decay": "[0, inf)",
+    "train.cls_weight_decay": "[0, inf)", "train.cls_momentum": "[0, 1)", "train.poly_power": "[0, inf)",
+    "train.grad_clip": "[0, inf)",
+    "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
+    "ssl.unsup_rampup": "[0, 1]", "ssl.contrast_warmup": "[0, 1]", "ssl.contrast_rampup": "[0, 1]",
+    "ssl.consistency_rampup": "[0, 1]",
+    **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
+                                             "image_contrast", "consistency")},
+    "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",
+    "contrast.max_samples": "[1, inf)", "contrast.max_views": "[1, inf)", "contrast.min_pixels": "[1, inf)",
+    "eval.every": "[1, inf)", "eval.batch_size": "[1, inf)",
+    "log.every": "[1, inf)", "log.image_every": "[0, inf)",  # 0 = no TensorBoard images
+}
+OWN_CHECKS = {"data.size", "data.in_channels"}
+# What a value out of range means, where the range alone does not say it.
+RANGE_HINTS = {key: "a fraction of train.iters (e.g. 300 of 3000 iterations is 0.1)"
+               for key in ("ssl.unsup_rampup", "ssl.contrast_warmup", "ssl.contrast_rampup", "ssl.consistency_rampup")}
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
@@ -128,25 +155,41 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
     return config
 
 
+def in_range(value: Any, interval: str) -> bool:
+    """Whether the number ``value`` lies in ``interval`` (RANGES notation, e.g. ``"[0, 1)"``)."""
+    low, high = (float(bound) for bound in interval[1:-1].split(","))
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    above = value >= low if interval[0] == "[" else value > low
+    below = value <= high if interval[-1] == "]" else value < high
+    return above and below
+
+
+def check_ranges(config: Dict[str, Any], ranges: Dict[str, str] = RANGES) -> None:
+    """A UserError naming the key, the value and the valid range for the first numeric key out of range."""
+    for name, interval in ranges.items():
+        node: Any = config
+        for part in name.split("."):
+            node = node[part]
+        values = node if isinstance(node, list) else [node]
+        if not all(in_range(v, interval) for v in values):
+            hint = f" ({RANGE_HINTS[name]})" if name in RANGE_HINTS else ""
+            raise UserError(f"config key '{name}' must be in {interval}, got {node!r}{hint}")
+
+
 def validate_config(config: Dict[str, Any]) -> None:
-    """Cross-field checks that a single key's type cannot express."""
+    """Ranges of the numeric keys (RANGES) and cross-field checks that a single key's type cannot express."""
+    check_ranges(config)
     size = config["data"]["size"]
     if size <= 0 or size % 32:
         raise UserError(f"config key 'data.size' must be a positive multiple of 32, got {size}")
     if config["data"]["in_channels"] not in (1, 3):
         raise UserError(f"config key 'data.in_channels' must be 1 or 3, got {config['data']['in_channels']}")
-    train = config["train"]
-    for key in ("iters", "batch_labeled", "batch_unlabeled"):
-        if train[key] <= 0:
-            raise UserError(f"config key 'train.{key}' must be positive, got {train[key]}")
-    if config["eval"]["every"] <= 0 or config["log"]["every"] <= 0:
-        raise UserError("config keys 'eval.every' and 'log.every' must be positive")
     _validate_ssl(config["ssl"], config["components"])
 
 
 SSL_CHOICES = {"teacher": ("joint", "ema", "eval", "train"), "threshold": ("dual", "single"),
                "combine": ("and", "or"), "class_ratio": ("batch", "pool"), "seg_unsup_loss": ("dice", "ce", "ce_dice")}
-SCHEDULE_KEYS = ("unsup_rampup", "contrast_warmup", "contrast_rampup", "consistency_rampup")
 
 
 def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:
@@ -156,13 +199,9 @@ def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:
     if components["consistency_mode"] not in ("cosine", "stopgrad"):
         raise UserError(f"config key 'components.consistency_mode' must be cosine or stopgrad, "
                         f"got {components['consistency_mode']!r}")
-    for key in SCHEDULE_KEYS:
-        if not 0.0 <= ssl[key] <= 1.0:
-            raise UserError(f"config key 'ssl.{key}' is a fraction of train.iters in [0, 1], got {ssl[key]} "
-                            f"(e.g. 300 of 3000 iterations is 0.1)")
-    for key in ("ema_decay", "prior_momentum"):
-        if not 0.0 <= ssl[key] < 1.0:
-            raise UserError(f"config key 'ssl.{key}' must be in [0, 1), got {ssl[key]}")
+    if ssl["threshold"] == "dual" and ssl["tau_lo"] > ssl["tau_hi"]:
+        raise UserError(f"config keys 'ssl.tau_lo' ({ssl['tau_lo']}) and 'ssl.tau_hi' ({ssl['tau_hi']}): the dual "
+                        f"threshold needs tau_lo <= tau_hi")
 
 
 def schedule_steps(config: Dict[str, Any], key: str) -> float:

@@ -1,6 +1,7 @@
 """Calibration and uncertainty for ``evaluate.py``: fit on ``val/``, collect per-image uncertainty, report.
 
-- :func:`validation_part_to_fit`: the ``val/`` part for ``--calibrate``, checked before anything is written;
+- :func:`validation_part_to_fit`: the ``val/`` part for ``--calibrate``, checked before anything is written (never
+  the evaluated part nor a split's test part: ``reporting/val_part.py``);
 - :func:`fit_calibration`: run the model on a validation part, fit the temperature (``engine.calibration``) on
   the class log-probabilities, then choose the review thresholds (``engine.uncertainty``) on the *calibrated*
   class entropies and the lesion entropies; returns the document stored as ``<checkpoint>.calibration.json``.
@@ -27,6 +28,7 @@ from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, fl
                                      normalized_entropy, review_flags, risk_coverage, score_at_coverage)
 from Code.reporting.figures import safe_stem, write_png
 from Code.reporting.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
+from Code.reporting.val_part import refuse_scored_images
 
 COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)
 TRUST_COLUMNS = ("class_entropy", "lesion_entropy", "review")  # per-image CSV columns added by trust_report
@@ -60,7 +62,8 @@ class UncertaintyCollector:
 def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, checkpoint: Path, part: Path
                            ) -> Optional[Path]:
     """``--calibrate``: the validation part to fit on (``--val``, else the ``val/`` beside the evaluated
-    ``part``), checked before anything is written; None without ``--calibrate``."""
+    ``part``), checked before anything is written — it may not be ``part`` nor a split's test part
+    (``reporting/val_part.py``); None without ``--calibrate``."""
     if not calibrate:
         return None
     folder = Path(val) if val else part.parent / "val"
@@ -69,6 +72,7 @@ def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, che
                         f"data_split.py --val-ratio, or name one with --val)")
     if not (folder / "labeled.txt").read_text().strip():
         raise UserError(f"{folder / 'labeled.txt'} lists no images: nothing to fit the calibration on")
+    refuse_scored_images(folder, part, "--val" if val else "--calibrate: the validation part")
     stored = calibration_path(checkpoint)
     if stored.exists() and not force:
         raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")
