@@ -174,7 +174,8 @@ def test_predict_original_sizes_and_failures(checkpoints, tmp_path, run_main):
 def test_predict_never_writes_over_the_images_folder_it_reads(checkpoints, split_part, tmp_path, run_main,
                                                               assert_one_line_error):
     """Issue #21: ``predict.py --images X/images --out X --force`` overwrote the ground-truth masks in X/masks/.
-    Mutation checked: predict.py passing no inputs to the output rule lets it happen."""
+    Mutation checked: predict.py passing no inputs to the output rule (X is then refused only as a folder
+    predict.py did not write, without naming --images)."""
     plain, _ = checkpoints
     x = tmp_path / "X"
     shutil.copytree(split_part, x)

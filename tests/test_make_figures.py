@@ -48,8 +48,8 @@ def test_pretrain_curves_from_curve_csv_or_tensorboard(tmp_path):
 
 def test_output_file_rule(tmp_path, run_main, assert_one_line_error):
     """README "Outputs and --force": an existing figure needs --force, a file that is not a matplotlib figure or
-    that the figure reads is never replaced. Mutation checked: the input check dropped lets --out overwrite the
-    run's metrics.csv."""
+    that the figure reads is never replaced. Mutation checked: the input check dropped (metrics.csv is then
+    refused only as not a figure, without naming the input)."""
     run = tmp_path / "run"
     run.mkdir()
     (run / "metrics.csv").write_text("step,dice,accuracy\n50,0.4,0.6\n100,0.5,0.7\n")

@@ -33,8 +33,9 @@ def _split(run_main, raw, out, *extra):
 
 
 def test_split_force_refuses_the_image_folder_inside_root(raw, run_main, assert_one_line_error):
-    """Issue #21: --out = the source image folder inside --root was deleted. Mutation checked: refuse_protected
-    without the "is inside an input" case lets --force delete it (the split then fails on the missing images)."""
+    """Issue #21: --out = the source image folder inside --root was deleted (then the split failed on the missing
+    images). Mutation checked: refuse_protected without the "is inside an input" case no longer names --root (the
+    folder is then still refused, as one data_split.py did not write)."""
     images = raw / "benign" / "image"
     before = _snapshot(images)
     assert_one_line_error(_split(run_main, raw, images, "--force"), "is inside --root", "not even with --force")

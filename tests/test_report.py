@@ -262,8 +262,9 @@ def test_per_seed_encoders_pool_and_pair_with_their_own_supervised_row(tmp_path,
 
 def test_output_files_follow_the_output_rule(tmp_path, capsys):
     """README "Outputs and --force": report.md / report.csv / --plot are replaced only with --force and only when
-    report.py wrote them; never a file the report reads. Mutations checked: the input check dropped lets --plot
-    overwrite a run's metrics.csv; the kind test dropped lets --force replace the user's report.md."""
+    report.py wrote them; never a file the report reads. Mutations checked: the input check dropped (metrics.csv is then
+    refused only as not a figure, without naming the input); the kind test dropped lets --force replace the
+    user's report.md."""
     run = make_run(tmp_path / "runs", "hermes", 20, 0, "seg", [(1, {"dice": .9})])
     metrics = (run / "metrics.csv").read_bytes()
     with pytest.raises(report.UserError, match="is the run file .*metrics.csv, an input of this command"):
