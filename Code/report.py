@@ -31,7 +31,7 @@ of a one-class test set) are left out of a cell. Segmentation metrics (Dice, IoU
 and classification metrics from ``task: cls`` runs, as in the paper; a table falls back to the other task's runs
 when there are none of its own (the caption says which). Runs without ``final_metrics.json`` (unfinished) are
 skipped unless ``--include-incomplete``. Writes ``report.md`` and ``report.csv`` (long format) to ``--out``
-(default: the first RUNS folder, or the parent of a run folder) and prints the Markdown; existing ones (and
+(default: the first RUNS folder, or the parent of a run folder) and prints the Markdown; existing report files (and
 ``--plot``) are replaced only with ``--force`` and only when report.py wrote them (README "Outputs and --force").
 """
 from __future__ import annotations
@@ -194,8 +194,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", help="folder for report.md and report.csv (default: first RUNS folder)")
     parser.add_argument("--select", choices=("best", "final"), help="override each run's eval.select")
     parser.add_argument("--plot", help="also draw a grouped bar chart of the Dice and accuracy tables to this file")
-    parser.add_argument("--force", action="store_true", help="replace report.md, report.csv and --plot written "
-                        "earlier by report.py (README: Outputs and --force)")
+    parser.add_argument("--force", action="store_true", help="replace the report files and --plot that report.py "
+                        "wrote earlier (README: Outputs and --force)")
     parser.add_argument("--include-incomplete", action="store_true", help="also use runs without final_metrics.json")
     parser.add_argument("--per-seed", nargs="+", default=[], metavar="KEY",
                         help="config keys whose value names the run's seed (e.g. model.encoder_weights="
