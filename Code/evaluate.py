@@ -6,10 +6,11 @@ Usage::
         [--device auto|cpu|cuda] [--batch-size B] [--num-workers W] [--no-amp] [--no-overlays]
         [--calibrate [--val SPLIT/val] [--review-quantile 0.9] | --calibration [FILE]]
 
-Writes to DIR (default ``<run folder of the checkpoint>/eval_<part name>``; an existing non-empty DIR needs
-``--force``): ``metrics.json`` (the metrics of ``summarize_metrics`` in [0, 1], NaN written as null, plus
-``n_images``, ``checkpoint``, ``step``, ``data``, ``device``), ``per_image.csv``, ``overlays/<image>.png`` (image
-beside the overlay: ground truth red, prediction green, overlap yellow), ``confusion_matrix.png`` and ``roc.png``,
+Writes to DIR (default ``<run folder of the checkpoint>/eval_<part name>``; an earlier output of evaluate.py is
+replaced as a whole only with ``--force``, README "Outputs and --force"): ``metrics.json`` (the metrics of
+``summarize_metrics`` in [0, 1], NaN written as null, plus ``n_images``, ``checkpoint``, ``step``, ``data``,
+``device``), ``per_image.csv``, ``overlays/<image>.png`` (image beside the overlay: ground truth red, prediction
+green, overlap yellow), ``confusion_matrix.png`` and ``roc.png``,
 and for calibration and uncertainty (``Code/reporting/trust.py``): ``entropy/<image>.png`` (image beside its
 per-pixel predictive entropy), ``reliability.png`` (ECE and Brier of P(malignant) in ``metrics.json``),
 ``risk_coverage.png`` / ``.csv`` and, with review thresholds, ``review.md`` (flagged vs unflagged images).
@@ -39,7 +40,7 @@ import torch
 from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
 from Code.engine.checkpoint import load_model_from_checkpoint
-from Code.outputs import prepare_output_folder
+from Code.outputs import FORCE_HELP, prepare_output_folder
 from Code.reporting.figures import overlay_panel, plot_confusion_and_roc, safe_stem, write_png
 
 PER_IMAGE_COLUMNS = ("name", "label", "pred_class", "prob_malignant", "dice", "iou", "tp", "fp", "fn", "tn",
@@ -60,9 +61,10 @@ def run_folder_of(checkpoint: Path) -> Path:
     return parent.parent if parent.name == "checkpoints" else parent
 
 
-def prepare_out(out: Path, force: bool) -> Path:
-    """Create ``out``; an existing non-empty folder needs ``force`` (files are then overwritten in place)."""
-    return prepare_output_folder(out, force, replace=False)
+def prepare_out(out: Path, script: str, force: bool, inputs) -> Path:
+    """Create ``out`` by the one output rule (Code/outputs.py): new or empty, or ``script``'s own earlier output
+    replaced as a whole with ``force``; never a folder holding or inside one of ``inputs`` ``[(path, name)]``."""
+    return prepare_output_folder(out, script, force, inputs)
 
 
 def training_images_warning(part: Path) -> Optional[str]:
@@ -136,7 +138,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt or latest.pt")
     parser.add_argument("--data", required=True, help="split part with labeled.txt, image/, mask/ (e.g. SPLIT/test)")
     parser.add_argument("--out", help="output folder (default: <run folder>/eval_<part name>)")
-    parser.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP + "; refit an existing calibration")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--num-workers", type=int, default=0)
@@ -172,8 +174,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from Code.reporting.trust import validation_part_to_fit
     val = validation_part_to_fit(args.calibrate, args.val, args.force, checkpoint, part)
     calibration = resolve_temperature(args.calibration, checkpoint)
+    stored = Path(args.calibration) if args.calibration not in (None, "auto") else calibration_path(checkpoint)
+    inputs = [(checkpoint, f"--checkpoint {checkpoint}"), (part, f"--data {part}"), (val, f"--val {val}"),
+              (stored, f"the calibration file {stored}")]
     out = prepare_out(Path(args.out) if args.out else run_folder_of(checkpoint) / f"eval_{part.resolve().name}",
-                      args.force)
+                      "evaluate.py", args.force, inputs)
     warning = training_images_warning(part)
     if warning:
         print(f"warning: {warning}", file=sys.stderr)

@@ -11,7 +11,8 @@ logits divided by the temperature before the softmax). The pre-processing (input
 class names, temperature and review thresholds are stored in the file's metadata (``engine/export_graph.py``).
 ``--temperature``: a number, a calibration file of ``evaluate.py --calibrate`` (its review thresholds are stored
 too) or ``auto`` (the one next to the checkpoint); default 1 (no calibration). An existing ``--out`` is replaced
-only with ``--force``; the file is written atomically. Runs on the CPU.
+only with ``--force`` and only when it is a model of export.py (README "Outputs and --force": never the checkpoint or
+another input); the file is written atomically. Runs on the CPU.
 """
 from __future__ import annotations
 
@@ -24,6 +25,24 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from Code.errors import UserError, run_cli
+from Code.outputs import prepare_output_file
+
+
+def is_exported_model(path: Path) -> bool:
+    """A file written by this script: TorchScript with ``hermes.json``, or ONNX with ``hermes`` metadata (never a
+    training checkpoint, which is a zip archive without ``hermes.json``)."""
+    import zipfile
+
+    from Code.engine.export_graph import TORCHSCRIPT_EXTRA, read_onnx_metadata
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith(f"extra/{TORCHSCRIPT_EXTRA}") for name in archive.namelist())
+    try:
+        read_onnx_metadata(path)
+    except (UserError, ValueError):
+        return False
+    return True
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
@@ -33,7 +52,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--out", required=True, help="output file (e.g. model.onnx or model.ts)")
     parser.add_argument("--temperature", metavar="VALUE|FILE|auto",
                         help="temperature for the class probabilities: a number, a calibration JSON, or auto")
-    parser.add_argument("--force", action="store_true", help="replace an existing --out file")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier --out file of export.py (never an input, never another kind of file)")
     return parser.parse_args(argv)
 
 
@@ -44,8 +64,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder (name the file to write, e.g. {out / 'model.onnx'})")
-    if out.exists() and not args.force:
-        raise UserError(f"{out} exists (add --force to replace it)")
+    inputs = [(checkpoint, f"--checkpoint {checkpoint}")]
+    if args.temperature and Path(args.temperature).is_file():
+        inputs.append((args.temperature, f"--temperature {args.temperature}"))
+    prepare_output_file(out, "export.py", args.force, inputs, kind=is_exported_model,
+                        kind_name="a model exported by export.py (ONNX or TorchScript)")
     from Code.engine.calibration import resolve_temperature
     calibration = resolve_temperature(args.temperature, checkpoint) or {"temperature": 1.0,
                                                                         "review_thresholds": None}

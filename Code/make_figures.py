@@ -4,13 +4,16 @@
     python Code/make_figures.py phantom [--raw DIR]     # Assets/phantom_samples.png (built-in data, with masks)
     python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (test Dice / accuracy)
     python Code/make_figures.py pretrain-curves RUN [RUN ...] --out PNG   # pretrain.py runs: InfoNCE, std, k-NN
+
+An existing figure is replaced only with ``--force`` and only when it is a matplotlib figure; never an input (README
+"Outputs and --force"). Written atomically.
 """
 import _bootstrap  # noqa: F401
 
 import argparse
 import csv
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -19,6 +22,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch  # noqa: E402
 
 from Code.errors import UserError, run_cli  # noqa: E402
+from Code.outputs import matplotlib_file, prepare_output_file, write_atomically  # noqa: E402
 
 ASSETS = Path(__file__).resolve().parents[1] / "Assets"
 
@@ -156,18 +160,28 @@ def draw_pretrain_curves(runs: Sequence[Path], out: Path) -> Path:
 
 
 def _save(fig, out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(out, dpi=110)
+    write_atomically(out, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     print(f"wrote {out}")
     return out
 
 
+def figure_inputs(args: argparse.Namespace) -> List[Tuple[Path, str]]:
+    """What a figure reads, as ``(path, name)``: a run's metrics.csv, curve.csv and tensorboard/ (or the file
+    given), the phantom folder. ``--out`` may be none of them nor inside a folder among them."""
+    inputs = [(args.raw, f"--raw {args.raw}")] if getattr(args, "raw", None) else []
+    for run in getattr(args, "runs", []):
+        files = [run] if run.is_file() else [run / "metrics.csv", run / "curve.csv", run / "tensorboard"]
+        inputs += [(path, f"the run file {path}") for path in files]
+    return inputs
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description="Draw the README's figures into Assets/.")
     sub = parser.add_subparsers(dest="figure", required=True)
-    sub.add_parser("architecture").add_argument("--out", type=Path, default=ASSETS / "architecture.png")
+    architecture = sub.add_parser("architecture")
+    architecture.add_argument("--out", type=Path, default=ASSETS / "architecture.png")
     phantom = sub.add_parser("phantom")
     phantom.add_argument("--raw", type=Path, help="phantom raw folder (default: the built-in one)")
     phantom.add_argument("--out", type=Path, default=ASSETS / "phantom_samples.png")
@@ -177,7 +191,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pretrain = sub.add_parser("pretrain-curves")
     pretrain.add_argument("runs", nargs="+", type=Path, help="pretrain.py run folders, or their curve.csv")
     pretrain.add_argument("--out", type=Path, default=ASSETS / "pretrain_curves.png")
+    for figure in (architecture, phantom, curves, pretrain):
+        figure.add_argument("--force", action="store_true", help="replace an existing figure of this script at --out")
     args = parser.parse_args(argv)
+    prepare_output_file(args.out, "make_figures.py", args.force, figure_inputs(args), kind=matplotlib_file,
+                        kind_name="a figure drawn by matplotlib")
     if args.figure == "architecture":
         draw_architecture(args.out)
     elif args.figure == "phantom":

@@ -10,8 +10,9 @@ Usage::
 Images of any size, grayscale or colour (png, jpg, jpeg, bmp, tif, tiff; a folder is read non-recursively, a file
 named explicitly is tried whatever its extension) are converted to grayscale and resized to the model's input
 size like the evaluation data; the lesion mask is brought back to the ORIGINAL size (bilinear lesion probability,
-threshold 0.5). Writes to DIR (default ``<run folder of the checkpoint>/predictions``; an existing non-empty DIR
-needs ``--force``; with ``--model``, ``<model folder>/predictions``): ``masks/<stem>.png`` (0/255),
+threshold 0.5). Writes to DIR (default ``<run folder of the checkpoint>/predictions``, with ``--model``
+``<model folder>/predictions``; an earlier output of predict.py is replaced as a whole only with ``--force``, README
+"Outputs and --force"): ``masks/<stem>.png`` (0/255),
 ``overlays/<stem>.png`` (image beside the prediction in green), ``entropy/<stem>.png`` (image beside its
 per-pixel predictive entropy, resized to the original size) and ``predictions.csv`` (file, pred_class,
 prob_benign, prob_malignant, lesion_area_px, mask, class_entropy, lesion_entropy, review; entropies normalised to
@@ -43,6 +44,7 @@ from Code.errors import UserError, run_cli
 from Code.engine.checkpoint import load_model_from_checkpoint
 from Code.engine.uncertainty import image_uncertainty, review_flags
 from Code.evaluate import prepare_out, resolve_device, run_folder_of
+from Code.outputs import FORCE_HELP
 from Code.reporting.figures import overlay_panel, safe_stem, write_png
 from Code.reporting.uncertainty_figures import entropy_panel
 
@@ -176,7 +178,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     source.add_argument("--model", help="a model exported by Code/export.py (.onnx: ONNX Runtime; else TorchScript)")
     parser.add_argument("--images", nargs="+", required=True, help="image files and/or folders of images")
     parser.add_argument("--out", help="output folder (default: <run folder>/predictions)")
-    parser.add_argument("--force", action="store_true", help="write into an existing non-empty output folder")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
@@ -215,6 +217,14 @@ def open_predictor(args: argparse.Namespace):
                                calibration=calibration)
 
 
+def predict_inputs(args: argparse.Namespace) -> List[Tuple[str, str]]:
+    """The ``--images`` items and the calibration file, as ``(path, name)`` inputs of the output rule."""
+    inputs = [(item, f"--images {item}") for item in args.images]
+    if args.calibration not in (None, "auto"):
+        inputs.append((args.calibration, f"--calibration {args.calibration}"))
+    return inputs
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     source = Path(args.model or args.checkpoint)
@@ -227,7 +237,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"no image files ({', '.join(sorted(IMAGE_EXTS))}) in {' '.join(args.images)}")
     default_out = source.resolve().parent / "predictions" if args.model else run_folder_of(source) / "predictions"
     predictor = open_predictor(args)  # before the output folder: a bad model or calibration leaves nothing behind
-    out = prepare_out(Path(args.out) if args.out else default_out, args.force)
+    inputs = [(source, f"--{'model' if args.model else 'checkpoint'} {source}"), *predict_inputs(args)]
+    out = prepare_out(Path(args.out) if args.out else default_out, "predict.py", args.force, inputs)
     rows = predict_files(predictor, files, out, args.batch_size, overlays=not args.no_overlays, failures=failures)
     with (out / "predictions.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=CSV_COLUMNS)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python Code/report.py RUNS... [--out DIR] [--select best|final] [--plot FILE] [--include-incomplete]
+    python Code/report.py RUNS... [--out DIR] [--force] [--select best|final] [--plot FILE] [--include-incomplete]
                           [--per-seed KEY ...] [--baseline ROW] [--resamples N] [--bootstrap-seed S]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
@@ -31,7 +31,8 @@ of a one-class test set) are left out of a cell. Segmentation metrics (Dice, IoU
 and classification metrics from ``task: cls`` runs, as in the paper; a table falls back to the other task's runs
 when there are none of its own (the caption says which). Runs without ``final_metrics.json`` (unfinished) are
 skipped unless ``--include-incomplete``. Writes ``report.md`` and ``report.csv`` (long format) to ``--out``
-(default: the first RUNS folder, or the parent of a run folder) and prints the Markdown.
+(default: the first RUNS folder, or the parent of a run folder) and prints the Markdown; existing report files (and
+``--plot``) are replaced only with ``--force`` and only when report.py wrote them (README "Outputs and --force").
 """
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from Code.errors import UserError, run_cli
+from Code.outputs import matplotlib_file, prepare_output_file, text_file_starting, write_atomically
 from Code.reporting.intervals import caption_note, compare, extra_columns, write_intervals_csv
 from Code.reporting.paired_stats import MIN_RESAMPLES
 from Code.reporting.pairs import gains_markdown, runs_markdown
@@ -170,12 +172,30 @@ def plot_tables(tables: List[Dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+REPORT_FILES = (("report.md", "# Results"), ("report.csv", "metric,"), ("report_intervals.csv", "method,baseline,"))
+
+
+def check_report_files(out: Path, plot: Optional[str], force: bool, results: List[Dict[str, Any]]) -> None:
+    """The output-file rule (Code/outputs.py) for the REPORT_FILES and --plot, before anything is written: never a
+    file of a run (what the report reads); an existing one only with ``force`` and only when report.py wrote it."""
+    inputs = [(path, f"the run file {path}") for r in results for path in sorted(Path(r["run"]).iterdir())
+              if path.is_file()]
+    for name, first_line in REPORT_FILES:
+        prepare_output_file(out / name, "report.py", force, inputs, text_file_starting(first_line),
+                            f"a {name} of report.py", flag="file", alternative="choose another --out")
+    if plot:
+        prepare_output_file(plot, "report.py", force, inputs, matplotlib_file, "a figure drawn by matplotlib",
+                            flag="--plot")
+
+
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Mean ± std tables (methods × label budgets) from training runs.")
     parser.add_argument("runs", nargs="+", help="run folders or folders containing runs")
     parser.add_argument("--out", help="folder for report.md and report.csv (default: first RUNS folder)")
     parser.add_argument("--select", choices=("best", "final"), help="override each run's eval.select")
     parser.add_argument("--plot", help="also draw a grouped bar chart of the Dice and accuracy tables to this file")
+    parser.add_argument("--force", action="store_true", help="replace the report files and --plot that report.py "
+                        "wrote earlier (README: Outputs and --force)")
     parser.add_argument("--include-incomplete", action="store_true", help="also use runs without final_metrics.json")
     parser.add_argument("--per-seed", nargs="+", default=[], metavar="KEY",
                         help="config keys whose value names the run's seed (e.g. model.encoder_weights="
@@ -238,14 +258,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(f"# Results ({len(results)} runs)\n\n{text}")
-    write_csv(tables, out / "report.csv")
-    write_intervals_csv(comparisons, out / "report_intervals.csv", args.resamples, args.bootstrap_seed)
+    check_report_files(out, args.plot, args.force, results)
+    write_atomically(out / "report.md", lambda tmp: tmp.write_text(f"# Results ({len(results)} runs)\n\n{text}"))
+    write_atomically(out / "report.csv", lambda tmp: write_csv(tables, tmp))
+    write_atomically(out / "report_intervals.csv",
+                     lambda tmp: write_intervals_csv(comparisons, tmp, args.resamples, args.bootstrap_seed))
     print(text, end="")
     print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {out / 'report_intervals.csv'}", file=sys.stderr)
     if args.plot:
-        plot_tables(tables, Path(args.plot))
+        write_atomically(Path(args.plot), lambda tmp: plot_tables(tables, tmp))
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 

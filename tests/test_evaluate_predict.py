@@ -2,6 +2,7 @@
 a subprocess, the rest in-process through the scripts' ``main``)."""
 import csv
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -168,3 +169,41 @@ def test_predict_original_sizes_and_failures(checkpoints, tmp_path, run_main):
         predict.main([*args, "--out", str(out)])
     assert predict.main([*args, "--out", str(tmp_path / "pred2"), "--no-overlays"]) == 0
     assert len(_read_csv(tmp_path / "pred2" / "predictions.csv")) == 2
+
+
+def test_predict_never_writes_over_the_images_folder_it_reads(checkpoints, split_part, tmp_path, run_main,
+                                                              assert_one_line_error):
+    """Issue #21: ``predict.py --images X/images --out X --force`` overwrote the ground-truth masks in X/masks/.
+    Mutation checked: predict.py passing no inputs to the output rule (X is then refused only as a folder
+    predict.py did not write, without naming --images)."""
+    plain, _ = checkpoints
+    x = tmp_path / "X"
+    shutil.copytree(split_part, x)
+    truth = {p.name: p.read_bytes() for p in (x / "mask").iterdir()}
+    (x / "masks").mkdir()
+    shutil.copyfile(x / "mask" / "case0_mask.png", x / "masks" / "case0.png")  # the user's own truth, as named
+    result = run_main(predict.main, "--checkpoint", plain, "--images", x / "image", "--out", x, "--force",
+                      "--device", "cpu")
+    assert_one_line_error(result, "contains --images", "not even with --force")
+    assert {p.name: p.read_bytes() for p in (x / "mask").iterdir()} == truth
+    assert (x / "masks" / "case0.png").read_bytes() == truth["case0_mask.png"]
+
+
+def test_force_replaces_evaluate_and_predict_outputs_as_a_whole(checkpoints, split_part, tmp_path):
+    """Issue #21: --force into an earlier output wrote into it (stale rows, masks, overlays, review.md stayed).
+    Mutation checked: prepare_output_folder writing into the folder instead of deleting it first."""
+    plain, _ = checkpoints
+    out = tmp_path / "eval"
+    args = ["--checkpoint", str(plain), "--data", str(split_part), "--device", "cpu", "--out", str(out)]
+    assert evaluate.main(args) == 0 and (out / "overlays").is_dir()
+    assert evaluate.main([*args, "--no-overlays", "--force"]) == 0
+    assert not (out / "overlays").exists() and not (out / "entropy").exists() and (out / "metrics.json").is_file()
+    pred = tmp_path / "pred"
+    images = sorted((split_part / "image").iterdir())
+    base = ["--checkpoint", str(plain), "--device", "cpu", "--out", str(pred), "--no-overlays"]
+    assert predict.main([*base, "--images", *map(str, images[:3])]) == 0
+    assert predict.main([*base, "--images", str(images[3]), "--force"]) == 0
+    assert [p.name for p in (pred / "masks").iterdir()] == [f"{images[3].stem}.png"]
+    assert [Path(r["file"]).name for r in _read_csv(pred / "predictions.csv")] == [images[3].name]
+    with pytest.raises(UserError, match="holds the output of predict.py"):  # another script's output: never
+        evaluate.main([*args[:-1], str(pred), "--force"])

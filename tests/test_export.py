@@ -173,3 +173,20 @@ def test_bench_export_on_the_exported_file(exported, capsys):
     assert set(lines[4]["onnxruntime_speedup"]) == {"1", "2"} and lines[4]["max_abs_diff"] <= 1e-4
     with pytest.raises(UserError, match="multiple of 32"):
         bench.main(["export", "--size", "50"])
+
+
+def test_export_never_replaces_its_checkpoint_or_another_kind_of_file(exported, tmp_path):
+    """Issue #21: ``export.py --checkpoint R/best.pt --out R/best.pt --force`` replaced the training checkpoint
+    with a TorchScript file. Mutations checked: export.py without the kind test (is_exported_model) replaces the
+    copied checkpoint; without its inputs the refusal no longer names --checkpoint."""
+    checkpoint, onnx_path, ts_path = exported
+    before = checkpoint.read_bytes()
+    with pytest.raises(UserError, match="is --checkpoint .*an input of this command"):
+        export.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(checkpoint), "--force"])
+    assert checkpoint.read_bytes() == before
+    other = tmp_path / "other.pt"
+    other.write_bytes(before)
+    with pytest.raises(UserError, match="is not a model exported by export.py"):
+        export.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(other), "--force"])
+    assert other.read_bytes() == before
+    assert export.is_exported_model(onnx_path) and export.is_exported_model(ts_path)

@@ -44,3 +44,23 @@ def test_pretrain_curves_from_curve_csv_or_tensorboard(tmp_path):
     assert cv2.imread(str(out)).shape[1] > 1000
     with pytest.raises(UserError, match="no curve.csv or tensorboard/ in"):
         figures.draw_pretrain_curves([tmp_path / "missing"], tmp_path / "x.png")
+
+
+def test_output_file_rule(tmp_path, run_main, assert_one_line_error):
+    """README "Outputs and --force": an existing figure needs --force, a file that is not a matplotlib figure or
+    that the figure reads is never replaced. Mutation checked: the input check dropped (metrics.csv is then
+    refused only as not a figure, without naming the input)."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.csv").write_text("step,dice,accuracy\n50,0.4,0.6\n100,0.5,0.7\n")
+    assert_one_line_error(run_main(figures.main, "curves", run, "--out", run / "metrics.csv", "--force"),
+                          "an input of this command")
+    assert (run / "metrics.csv").read_text().startswith("step,dice")
+    out = tmp_path / "curves.png"
+    assert run_main(figures.main, "curves", run, "--out", out).returncode == 0
+    assert_one_line_error(run_main(figures.main, "curves", run, "--out", out), "add --force")
+    assert run_main(figures.main, "curves", run, "--out", out, "--force").returncode == 0
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), cv2.imread(str(out))[:20, :20])  # a PNG that matplotlib did not write
+    assert_one_line_error(run_main(figures.main, "architecture", "--out", photo, "--force"),
+                          "is not a figure drawn by matplotlib")

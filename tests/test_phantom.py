@@ -82,19 +82,28 @@ def test_lesions_are_hypoechoic_on_average(phantom_raw):
     assert np.mean(inside) < np.mean(around) - 5
 
 
-def test_refuses_non_empty_out_without_force(tmp_path, run_script, run_main, assert_one_line_error):
+def test_force_replaces_only_its_own_output(tmp_path, run_script, run_main, assert_one_line_error):
+    """The output rule (Code/outputs.py). Mutation checked: --force deleting any non-empty folder (the old rule)
+    lets keep.txt go."""
     from Code.DataProcess import make_phantom
 
+    args = ["--n-benign", 2, "--n-malignant", 2, "--size", 32]
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("x")
+    for extra in ([], ["--force"]):
+        assert_one_line_error(run_main(make_phantom.main, "--out", mine, *args, *extra), "not an output of",
+                              "found: keep.txt")
+    assert [p.name for p in mine.iterdir()] == ["keep.txt"]
     out = tmp_path / "raw"
-    out.mkdir()
-    (out / "keep.txt").write_text("x")
-    result = run_main(make_phantom.main, "--out", out, "--n-benign", 2, "--n-malignant", 2, "--size", 32)
-    assert_one_line_error(result, "not empty", "--force")
-    result = run_script("Code/DataProcess/make_phantom.py", "--out", out, "--n-benign", 2, "--n-malignant", 2,
-                        "--size", 32, "--force")
+    assert run_main(make_phantom.main, "--out", out, *args).returncode == 0
+    (out / "benign" / "image" / "stale.png").write_bytes(b"old")
+    assert_one_line_error(run_main(make_phantom.main, "--out", out, *args), "not empty", "add --force")
+    result = run_script("Code/DataProcess/make_phantom.py", "--out", out, *args, "--force")
     assert result.returncode == 0, result.stderr
     assert "images/s" in result.stdout
-    assert not (out / "keep.txt").exists() and len(list((out / "benign" / "image").iterdir())) == 2
+    images = list((out / "benign" / "image").iterdir())
+    assert len(images) == 2 and "stale.png" not in [p.name for p in images]
 
 
 def test_bad_arguments_are_user_errors(tmp_path):

@@ -258,3 +258,25 @@ def test_per_seed_encoders_pool_and_pair_with_their_own_supervised_row(tmp_path,
         report.main([str(tmp_path), "--per-seed", "model.encoder_weights", "--baseline", "supervised"])
     with pytest.raises(report.UserError, match="--per-seed model.encoder_weight: no run"):
         report.main([str(tmp_path), "--per-seed", "model.encoder_weight"])
+
+
+def test_output_files_follow_the_output_rule(tmp_path, capsys):
+    """README "Outputs and --force": report.md / report.csv / --plot are replaced only with --force and only when
+    report.py wrote them; never a file the report reads. Mutations checked: the input check dropped (metrics.csv is then
+    refused only as not a figure, without naming the input); the kind test dropped lets --force replace the
+    user's report.md."""
+    run = make_run(tmp_path / "runs", "hermes", 20, 0, "seg", [(1, {"dice": .9})])
+    metrics = (run / "metrics.csv").read_bytes()
+    with pytest.raises(report.UserError, match="is the run file .*metrics.csv, an input of this command"):
+        report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--plot", str(run / "metrics.csv"),
+                     "--force"])
+    assert (run / "metrics.csv").read_bytes() == metrics and not (tmp_path / "r" / "report.md").exists()
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "r")]) == 0
+    with pytest.raises(report.UserError, match="exists \\(add --force"):
+        report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "r")])
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "r"), "--force"]) == 0
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "report.md").write_text("my own notes")
+    with pytest.raises(report.UserError, match="not a report.md of report.py"):
+        report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "mine"), "--force"])
+    assert (tmp_path / "mine" / "report.md").read_text() == "my own notes"

@@ -55,7 +55,7 @@ def test_force_refuses_a_folder_holding_the_data_the_repository_or_other_files(t
     with pytest.raises(UserError, match="contains the --data split"):
         prepare_run_dir(project, config, None, force=True)
     assert (split / "split.json").read_text() == "{}"
-    with pytest.raises(UserError, match="contains the repository"):
+    with pytest.raises(UserError, match="is the repository"):
         prepare_run_dir(REPO_ROOT, smoke_config(tmp_path / "elsewhere"), None, force=True)
     mine = tmp_path / "mine"
     mine.mkdir()
@@ -66,6 +66,23 @@ def test_force_refuses_a_folder_holding_the_data_the_repository_or_other_files(t
     run = fake_run(tmp_path / "run", config, 3)  # a real run folder is still replaced
     plan = prepare_run_dir(run, config, None, force=True)
     assert plan.checkpoint is None and not (run / "checkpoints").exists()
+
+
+def test_force_refuses_another_scripts_run_and_the_encoder_weights(tmp_path):
+    """The output rule (Code/outputs.py) for run folders: --force replaces only a run of the same entry script and
+    never one holding the encoder weights it starts from. Mutations checked: the task comparison dropped lets
+    seg_train.py --force delete a cls run; encoder_weights left out of the inputs lets it delete the weights."""
+    config = smoke_config(tmp_path / "split")
+    cls_run = fake_run(tmp_path / "cls_run", dict(config, task="cls"), 3)
+    with pytest.raises(UserError, match="holds a run of cls_train.py"):
+        prepare_run_dir(cls_run, config, None, force=True)
+    assert (cls_run / "checkpoints" / "latest.pt").is_file()
+    run = fake_run(tmp_path / "run", config, 3)
+    (run / "encoder.pth").write_bytes(b"weights")
+    config["model"]["encoder_weights"] = str(run / "encoder.pth")
+    with pytest.raises(UserError, match="contains the encoder weights"):
+        prepare_run_dir(run, config, None, force=True)
+    assert (run / "encoder.pth").read_bytes() == b"weights"
 
 
 def test_resume_path_follows_the_folder_rules(tmp_path):

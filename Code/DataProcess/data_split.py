@@ -28,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from Code.DataProcess.near_duplicates import DEFAULT_THRESHOLD, parse_threshold  # noqa: E402
 from Code.DataProcess.splitting import format_summary, split_dataset  # noqa: E402
 from Code.errors import UserError, run_cli  # noqa: E402
+from Code.outputs import FORCE_HELP  # noqa: E402
 
 
 def budget(text: str):
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--group-regex", default=None, help="group = first capture group of the file stem")
     parser.add_argument("--include-normal", action="store_true", help="busi: add normal images as class 0")
     parser.add_argument("--csv", default=None, help="csv: the list file (columns image, mask, label[, group])")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     parser.add_argument("--extra-unlabeled", action="append", default=[], metavar="DIR_OR_CSV",
                         help="more unlabeled images for every budget's unlabeled pool: a folder or a CSV with an "
                              "'image' column (repeatable)")

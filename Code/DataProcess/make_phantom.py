@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from Code.DataProcess.phantom_synth import render_frame, sample_case, tissue_log_map  # noqa: E402
 from Code.errors import UserError, run_cli  # noqa: E402
-from Code.outputs import prepare_output_folder  # noqa: E402
+from Code.outputs import FORCE_HELP, prepare_output_folder  # noqa: E402
 
 DEFAULT_PHANTOM = {"n_benign": 300, "n_malignant": 300, "size": 256, "seed": 0}
 GENERATOR = "hermes-phantom/2"  # bump whenever the synthesis changes, so that cached phantoms are regenerated
@@ -52,7 +52,7 @@ def plan_cases(n_benign: int, n_malignant: int, seed: int) -> list:
 
 
 def _prepare_out(out: Path, force: bool) -> None:
-    prepare_output_folder(out, force)
+    prepare_output_folder(out, "make_phantom.py", force)  # README "Outputs and --force"
     for folder in CLASS_FOLDERS:
         for kind in ("image", "mask"):
             (out / folder / kind).mkdir(parents=True, exist_ok=True)
@@ -102,7 +102,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help="imbalanced variant: --n-malignant = round(--n-benign * S / (1 - S)), e.g. 0.25 for 3:1")
     parser.add_argument("--size", type=int, default=DEFAULT_PHANTOM["size"], help="image side in pixels")
     parser.add_argument("--seed", type=int, default=DEFAULT_PHANTOM["seed"])
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    parser.add_argument("--force", action="store_true", help=FORCE_HELP)
     args = parser.parse_args(argv)
     cv2.setNumThreads(1)
     if args.malignant_share is not None:

@@ -93,11 +93,12 @@ def collect_pool(items: Sequence[RawItem], plan: SplitPlan, csv_root, csv_file, 
     return pool
 
 
-def _prepare_out(out: Path, root: Path, force: bool) -> None:
-    out_resolved, root_resolved = out.resolve(), Path(root).resolve()
-    if out_resolved == root_resolved or out_resolved in root_resolved.parents:
-        raise UserError(f"--out {out} contains --root {root}; choose another output folder")
-    prepare_output_folder(out, force)
+def split_inputs(dataset_root, csv_file, extra: Sequence[str], items: Sequence[RawItem], pool: UnlabeledPool):
+    """Everything the split reads, as ``(path, how it was named)``: ``--out`` may never contain or lie inside one."""
+    inputs = [(dataset_root, f"--root {dataset_root}"), (csv_file, f"--csv {csv_file}")]
+    inputs += [(source, f"--extra-unlabeled {source}") for source in extra]
+    folders = {p.parent for item in items for p in (item.image, *item.masks)} | {i.image.parent for i in pool.images}
+    return inputs + [(folder, f"the source folder {folder}") for folder in sorted(folders)]
 
 
 class _Writer:
@@ -175,8 +176,8 @@ def split_dataset(dataset: str, root, out, labels: Sequence[int], seed: int = 0,
     names = assign_names(items)
     pool = collect_pool(items, plan, root if dataset == "csv" else None, csv_file, extra_unlabeled,
                         near_dup_threshold)
-    out = Path(out)
-    _prepare_out(out, Path(root), force)
+    inputs = split_inputs(root, csv_file, extra_unlabeled, items, pool)
+    out = prepare_output_folder(out, "data_split.py", force, inputs)  # README "Outputs and --force"
     writer = _Writer(items, names, masks)
     writer.labeled_part(out / "test", plan.test)
     if plan.val:

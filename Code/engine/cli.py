@@ -44,7 +44,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
 def add_run_control_arguments(parser: argparse.ArgumentParser) -> None:
     """--resume, --force, --stop-after and --set, shared by every training entry (trainers, pre-training)."""
     parser.add_argument("--resume", help="'auto' continues the run in --out with its saved config; or a checkpoint path")
-    parser.add_argument("--force", action="store_true", help="delete an existing run folder and start over")
+    parser.add_argument("--force", action="store_true", help="delete this script's own run at --out and start over (README: Outputs and --force)")
     parser.add_argument("--stop-after", type=int, metavar="K",
                         help="save latest.pt and stop once step K is reached, as if interrupted (resume later)")
     parser.add_argument("--set", nargs="+", action="extend", default=[], metavar="KEY=VALUE",

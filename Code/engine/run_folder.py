@@ -13,8 +13,9 @@ only in ``train.iters`` (given as a flag) is extended or shortened (never below 
 difference is refused unless ``--resume`` (continue with the saved config; flags that contradict it are refused,
 never ignored) or ``--force`` (delete and start over). ``--resume PATH`` continues the run of ``--out`` when PATH is
 its own ``latest.pt``, and otherwise starts a *new* run folder from PATH's state (refused if ``--out`` holds another
-run). ``--force`` refuses to delete a folder that is not a run, or that contains the data split, the repository or
-the checkpoint to resume from.
+run). ``--force`` goes through the one output rule (Code/outputs.py): it refuses to delete a folder that is not a
+run of this task, or that is or contains an input (the data split, the checkpoint to resume from, the encoder
+weights), the repository, the working directory or the home folder, or that lies inside an input folder.
 """
 from __future__ import annotations
 
@@ -30,8 +31,8 @@ import yaml
 
 from Code.engine.config import dump_config
 from Code.errors import UserError
+from Code.outputs import REPO_ROOT, check_replaceable  # noqa: F401 (REPO_ROOT: re-exported)
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "tensorboard", "checkpoints")
 FREE_TO_CHANGE = {"device"}  # resuming on another device is fine: the new value is used
 
@@ -101,20 +102,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
+SCRIPTS = {"seg": "seg_train.py", "cls": "cls_train.py", "pretrain": "pretrain.py"}  # task → its entry script
+
+
 def check_force_target(run_dir: Path, config: Dict[str, Any], resume_from: Optional[Path]) -> None:
-    """UserError unless ``run_dir`` may be deleted by ``--force`` (a run folder holding nothing else we need)."""
-    target = run_dir.resolve()
-    protected = [(REPO_ROOT, "the repository")]
-    if config["data"].get("split"):
-        protected.append((Path(config["data"]["split"]).resolve(), f"the --data split {config['data']['split']}"))
-    if resume_from is not None:
-        protected.append((resume_from.resolve(), f"the checkpoint to resume from ({resume_from})"))
-    for path, what in protected:
-        if _inside(path, target):
-            raise UserError(f"--force would delete --out {run_dir}, which contains {what}; choose another --out")
-    if folder_state(run_dir) == "foreign":
-        raise UserError(f"--force refused: {run_dir} is not a Hermes run folder (no config.yaml of a run); "
-                        "delete it yourself or choose another --out")
+    """UserError unless ``run_dir`` may be deleted by ``--force``: a run folder of this task (its ``config.yaml``
+    is the run folder's marker) holding no input (the data split, the checkpoint to resume from, the encoder
+    weights) and not the repository: the one output rule of Code/outputs.py."""
+    inputs = [(config["data"].get("split"), f"the --data split {config['data'].get('split')}"),
+              (resume_from, f"the checkpoint to resume from ({resume_from})")]
+    weights = config.get("model", {}).get("encoder_weights")
+    if weights and weights != "imagenet":
+        inputs.append((weights, f"the encoder weights {weights}"))
+    script = SCRIPTS.get(config.get("task"), f"{config.get('task')}_train.py")
+    saved = read_saved_config(run_dir) if run_dir.is_dir() else None
+    if saved is not None and saved.get("task") != config.get("task"):
+        other = SCRIPTS.get(saved.get("task"), str(saved.get("task")))
+        raise UserError(f"--force refused: {run_dir} holds a run of {other}; {script} replaces only its own runs: "
+                        "choose another --out")
+    check_replaceable(run_dir, script, inputs, owned=folder_state(run_dir) != "foreign",
+                      own_kind="a Hermes run folder (no config.yaml of a run)")
 
 
 def clear_artefacts(run_dir: Path) -> None:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -22,6 +23,7 @@ import torch
 
 from Code.data import denormalize
 from Code.errors import UserError
+from Code.outputs import prepare_output_file
 from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
                                      fit_temperature, nll, reliability_curve, rescale_probs)
 from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
@@ -73,10 +75,18 @@ def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, che
     if not (folder / "labeled.txt").read_text().strip():
         raise UserError(f"{folder / 'labeled.txt'} lists no images: nothing to fit the calibration on")
     refuse_scored_images(folder, part, "--val" if val else "--calibrate: the validation part")
-    stored = calibration_path(checkpoint)
-    if stored.exists() and not force:
-        raise UserError(f"{stored} exists (add --force to refit it, or apply it with --calibration)")
+    prepare_output_file(calibration_path(checkpoint), "evaluate.py", force, [(checkpoint, "--checkpoint")],
+                        kind=is_calibration, kind_name="a calibration file", flag="calibration file",
+                        alternative="apply it with --calibration")
     return folder
+
+
+def is_calibration(path: Path) -> bool:
+    """A calibration document of ``evaluate.py --calibrate`` (JSON with a ``temperature``)."""
+    try:
+        return "temperature" in json.loads(Path(path).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def fit_calibration(model: torch.nn.Module, loader, device: torch.device, amp: bool,

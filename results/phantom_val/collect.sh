@@ -13,7 +13,7 @@ out=results/phantom_val
 rm -rf $out/seg $out/cls $out/oracle $out/old_split $out/seg800 $out/cls800 $out/runs $out/report.md $out/report.csv
 collect() {  # collect RUNS_DIR NAME
   if ls "$1"/*/final_metrics.json >/dev/null 2>&1; then
-    OMP_NUM_THREADS=1 $PY Code/report.py "$1" --out "$out/$2" > /dev/null
+    OMP_NUM_THREADS=1 $PY Code/report.py --force "$1" --out "$out/$2" > /dev/null
     for done in "$1"/*/final_metrics.json; do
       d=$(dirname "$done")
       copy_run_files "$d" "$out/runs/$2/$(basename "$d")"
@@ -28,5 +28,5 @@ collect runs/phantom800/seg seg800
 collect runs/phantom800/cls cls800
 # Hermes paired with FixMatch of the same seed (the 800-iteration seg grid)
 if ls runs/phantom800/seg/fixmatch_*/final_metrics.json >/dev/null 2>&1; then
-  OMP_NUM_THREADS=1 $PY Code/report.py runs/phantom800/seg --baseline fixmatch --out "$out/seg800/vs_fixmatch" > /dev/null
+  OMP_NUM_THREADS=1 $PY Code/report.py --force runs/phantom800/seg --baseline fixmatch --out "$out/seg800/vs_fixmatch" > /dev/null
 fi

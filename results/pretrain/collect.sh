@@ -12,7 +12,7 @@ cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
 source results/copy_run_files.sh
 out=results/pretrain
-report() { OMP_NUM_THREADS=1 $PY Code/report.py "$@" > /dev/null; }
+report() { OMP_NUM_THREADS=1 $PY Code/report.py --force "$@" > /dev/null; }
 pretrain_files() {  # pretrain_files RUN DEST
   if [ -f "$1/encoder.pth" ]; then
     mkdir -p "$2"
@@ -24,7 +24,7 @@ pretrain_files runs/pretrain/busi_s0 $out/busi_s0
 for s in 0 1 2; do pretrain_files runs/pretrain/busi64_s$s $out/busi64_s$s; done
 curves=($out/busi64_s*/curve.csv)
 if [ -f "${curves[0]}" ]; then   # the grid's pre-training curves: InfoNCE, embedding std, val k-NN
-  OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves "${curves[@]%/curve.csv}" --out $out/pretrain_curves.png \
+  OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves --force "${curves[@]%/curve.csv}" --out $out/pretrain_curves.png \
       > /dev/null
 fi
 
@@ -67,7 +67,7 @@ done
 # the first draws of the seed-1 and seed-2 encoders were made on an earlier machine (pre-training is exact on one
 # machine, not across CPUs); the runs from them that were re-run from the re-made encoders are kept in
 # first_draw/runs/. The supervised-only table as it stood with the first draws, from the committed copies:
-OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves $out/busi64_s0 $out/first_draw/busi64_s{1,2} \
+OMP_NUM_THREADS=1 $PY Code/make_figures.py pretrain-curves --force $out/busi64_s0 $out/first_draw/busi64_s{1,2} \
     --out $out/first_draw/pretrain_curves.png > /dev/null
 keep_seg=$out/grid64/runs/seg/supervised_n144_s1   # seg seed 1 was not re-run (its Hermes run is from the first draw)
 report $out/first_draw/runs/seg $out/grid64/runs/seg/supervised_n144_s0 $keep_seg results/busi/runs/seg/supervised_n144_s{0,1,2} \
