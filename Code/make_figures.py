@@ -2,7 +2,8 @@
 
     python Code/make_figures.py architecture            # Assets/architecture.png  (the network, as built)
     python Code/make_figures.py phantom [--raw DIR]     # Assets/phantom_samples.png (built-in data, with masks)
-    python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (test Dice / accuracy)
+    python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (val Dice / accuracy; test too
+                                                        # only for runs that logged test curves: eval.test_curves)
     python Code/make_figures.py pretrain-curves RUN [RUN ...] --out PNG   # pretrain.py runs: InfoNCE, std, k-NN
 
 An existing figure is replaced only with ``--force`` and only when it is a matplotlib figure; never an input (README
@@ -105,6 +106,8 @@ def draw_phantom(raw: Optional[Path], out: Path) -> Path:
 
 
 def draw_curves(runs: Sequence[Path], out: Path) -> Path:
+    """Val lesion Dice and val accuracy per evaluation (solid); the test ones (dashed, "… test") only for runs whose
+    ``metrics.csv`` has test columns (``eval.test_curves: true``, or runs made before the test split was sealed)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for run in runs:
         path = Path(run) / "metrics.csv"
@@ -113,9 +116,13 @@ def draw_curves(runs: Sequence[Path], out: Path) -> Path:
         with path.open() as handle:
             rows = list(csv.DictReader(handle))
         steps = [int(r["step"]) for r in rows]
+        columns = rows[0].keys() if rows else ()
         for ax, key in zip(axes, ("dice", "accuracy")):
-            ax.plot(steps, [100 * float(r[key]) for r in rows], marker="o", label=Path(run).name)
-    for ax, title in zip(axes, ("test lesion Dice (%)", "test accuracy (%)")):
+            for column, style, suffix in ((f"val_{key}", "-", ""), (key, "--", " test")):
+                if column in columns:
+                    ax.plot(steps, [100 * float(r[column]) for r in rows], style, marker="o",
+                            label=Path(run).name + suffix)
+    for ax, title in zip(axes, ("val lesion Dice (%)", "val accuracy (%)")):
         ax.set_title(title)
         ax.set_xlabel("iteration")
         ax.grid(alpha=0.3)

@@ -6,10 +6,11 @@ Usage::
                           [--per-seed KEY ...] [--baseline ROW] [--resamples N] [--bootstrap-seed S]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
-recursively). Per run, one evaluation row of ``metrics.csv`` is taken: the ``final`` (last) one or the ``best``
-one — the row whose **val** metrics (``val_<name>`` columns) score highest by the run's task (``best_score``:
-seg → Dice, cls → accuracy then AUC); test metrics are never used to choose. A run without val columns (a split
-without ``val/``) has no ``best``: its final row is used and the caption says so. The run's ``eval.select``
+recursively). Per run, the test metrics of ``final_metrics.json`` are taken (the sealed test, scored once after
+the last step): ``test_at_final`` or ``test_at_best_val`` — the step whose **val** metrics score highest by the run's
+task (``best_score``: seg → Dice, cls → balanced accuracy; then val AUC, then the earliest step); test metrics are
+never used to choose. A run without val (a split without ``val/``) has no ``best``: its final step is used and the
+caption says so. The run's ``eval.select``
 decides unless ``--select`` overrides it. Below the tables: the paired gain of each method over supervised-only
 (Δ per shared seed, mean ± std, seeds ahead; ``Code/reporting/pairs.py``) and one line per run with test at the
 val-chosen and at the final step (the per-seed pairs). ``--baseline ROW`` pairs every row with ROW instead (e.g.
@@ -222,7 +223,7 @@ def load_results(args: argparse.Namespace) -> List[Dict[str, Any]]:
             continue
         result = read_run(run, args.select)
         if result is None:
-            print(f"note: skipping {run}: metrics.csv has no evaluations", file=sys.stderr)
+            print(f"note: skipping {run}: no test metrics (no final_metrics.json, no test curves)", file=sys.stderr)
             continue
         results.append(result)
     if not results:

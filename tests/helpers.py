@@ -21,9 +21,9 @@ SMOKE_CONFIG = REPO_ROOT / "configs" / "smoke.yaml"
 # The environment of every training subprocess a test starts: offline, one thread, unbuffered output.
 SUBPROCESS_ENV = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
 
-# The metrics.csv column that picks best.pt, per task (cls breaks ties by AUC): the val/ part's metric. One place
-# to change should the selection move to another column.
-SELECTION_COLUMN = {"seg": "val_dice", "cls": "val_accuracy"}
+# The metrics.csv column that picks best.pt, per task (ties by val AUC, then the earliest step): the val/ part's
+# metric. One place to change should the selection move to another column.
+SELECTION_COLUMN = {"seg": "val_dice", "cls": "val_balanced_accuracy"}
 
 
 def smoke_config(split, labels=4, task="seg", **sections):

@@ -1,5 +1,5 @@
-"""Checkpoints (issue 12, part 2): atomic writes that survive a failing save, ``best.pt`` = the best row of
-``metrics.csv``, and checkpoints of compiled / DDP-wrapped models that load into a plain model.
+"""Checkpoints (issue 12, part 2; issue 22): atomic writes that survive a failing save, a slim ``best.pt`` = the
+best row of ``metrics.csv`` (and the weights the sealed test scores at the val-chosen step), and checkpoints of compiled / DDP-wrapped models that load into a plain model.
 
 Every test names in its docstring the deliberate break of ``Code/engine/checkpoint.py`` or ``trainer.py`` it was
 seen to fail on.
@@ -59,35 +59,46 @@ def test_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
     assert list(path.parent.iterdir()) == []
 
 
-def _scripted_evaluation(scores, calls):
-    """A ``Trainer.evaluate`` stand-in. The k-th evaluation of the val part (a ``loader`` is passed) returns every
-    metric equal to ``scores[k]``; the test part's (no loader) returns ``1 − scores[k]``, so that choosing by the
-    test metrics would pick another step."""
+def _scripted_val(scores, calls):
+    """A ``Trainer.evaluate`` stand-in for training-time evaluations: the k-th (of the val part, the only part
+    evaluated during training) returns every metric equal to ``scores[k]``."""
     def evaluate(trainer, loader=None, *args, **kwargs):
-        if loader is None:
-            return {key: 1.0 - scores[len(calls)] for key in METRIC_KEYS}
+        assert loader is not None and loader is trainer.val_loader, "test evaluated during training"
         calls.append(trainer.step)
         return {key: scores[len(calls) - 1] for key in METRIC_KEYS}
     return evaluate
 
 
+def _checkpoint_rows(path, loader):
+    """Per-image test records of the model in checkpoint ``path`` as the prediction CSVs write them."""
+    from Code.engine.evaluation import evaluate_model
+
+    model, _, _ = load_model_from_checkpoint(path)
+    return {r["name"]: r for r in evaluate_model(model, loader, "cpu")}
+
+
 @pytest.mark.parametrize("task, scores", [("seg", [0.2, 0.7, 0.4]), ("cls", [0.1, 0.3, 0.3])])
 def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path, monkeypatch, task, scores):
     """``best.pt`` holds the step whose selection score (the val part's, ``SELECTION_COLUMN``) in ``metrics.csv``
-    is the highest (the first on a tie), and ``final_metrics.json`` names the same step with the test metrics of
-    that step; the evaluations are scripted so that the best is neither the last nor the test part's best.
+    is the highest (the first on a tie); it is slim (weights, config, step, val metrics) while ``latest.pt`` keeps
+    the full state; the sealed test's ``test_at_best_val`` and ``test_predictions_best.csv`` are those of exactly
+    the weights in ``best.pt``, and ``test_at_final`` / ``test_predictions_final.csv`` those of ``latest.pt``.
 
     Mutations checked: ``improved`` always true in ``Trainer._evaluate_and_save`` (best.pt = the last evaluation);
-    ``>=`` instead of ``>`` in the score comparison (a tie moves best.pt to the later step, cls case); the score
-    taken from the test metrics instead of val's."""
+    the incumbent's score keyed with a later step than its own (a tie moves best.pt to the later step, cls case); the end-of-run
+    test scoring without swapping in best.pt's weights (the best CSV holds the final weights' probabilities);
+    ``slim_state`` returning the full state (best.pt keys)."""
     from Code.engine import trainer as trainer_module
+    from Code.engine.evaluation import summarize_metrics
+    from Code.engine.sealed_test import read_predictions
 
     run = tmp_path / "run"
     config = smoke_config(phantom_split, method="supervised", task=task,
                           train={"iters": 6}, eval={"every": 2})
     calls = []
-    monkeypatch.setattr(trainer_module.Trainer, "evaluate", _scripted_evaluation(scores, calls))
-    result = trainer_module.Trainer(config, run, torch.device("cpu")).fit()
+    monkeypatch.setattr(trainer_module.Trainer, "evaluate", _scripted_val(scores, calls))
+    trainer = trainer_module.Trainer(config, run, torch.device("cpu"))
+    result = trainer.fit()
     assert calls == [2, 4, 6]
     with (run / "metrics.csv").open() as handle:
         rows = list(csv.DictReader(handle))
@@ -100,11 +111,21 @@ def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path,
     best = torch.load(run / "checkpoints" / "best.pt", weights_only=False)
     latest = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert best["step"] == expected_step and latest["step"] == 6
+    assert set(best) == {"step", "config", "model", "val", "slim"} and best["val"]["dice"] == scores[best_row]
+    assert {"seg_optimizer", "cls_optimizer", "streams", "rng"} <= set(latest)
     final = json.loads((run / "final_metrics.json").read_text())
     assert final["best_val_step"] == expected_step == result["best_val_step"]
-    test_at_best = final["test_at_best_val"]
-    assert test_at_best["step"] == expected_step and test_at_best["dice"] == pytest.approx(1.0 - scores[best_row])
     assert any(not torch.equal(v, latest["model"][k]) for k, v in best["model"].items())
+    for point, name, weights in (("best", "test_at_best_val", "best.pt"), ("final", "test_at_final", "latest.pt")):
+        expected = _checkpoint_rows(run / "checkpoints" / weights, trainer.eval_loader)
+        written = read_predictions(run / final["predictions"][point])
+        assert [r["image"] for r in written] == sorted(expected)
+        for row in written:
+            assert row["prob_malignant"] == pytest.approx(expected[row["image"]]["prob_malignant"], abs=2e-6)
+            assert row["dice"] == pytest.approx(expected[row["image"]]["dice"], abs=2e-6)
+        summary = summarize_metrics(list(expected.values()))
+        assert final[name]["step"] == (expected_step if point == "best" else 6)
+        assert final[name]["auc"] == pytest.approx(summary["auc"], abs=1e-9, nan_ok=True)
 
 
 @pytest.fixture

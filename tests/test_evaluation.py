@@ -122,12 +122,38 @@ def test_summarize_one_class_gives_nan():
         summarize_metrics([])
 
 
-def test_best_score():
-    assert best_score({"dice": 0.8, "accuracy": 0.1, "auc": 0.2}, "seg") == (0.8,)
-    a = best_score({"dice": 0.1, "accuracy": 0.9, "auc": float("nan")}, "cls")
-    b = best_score({"dice": 0.1, "accuracy": 0.9, "auc": 0.5}, "cls")
-    assert a == (0.9, -math.inf) and b > a
-    assert best_score({"accuracy": 0.95, "auc": 0.1}, "cls") > b
-    assert best_score({"dice": float("nan")}, "seg") == (-math.inf,)
+def test_best_score_tie_rule():
+    """One rule for both tasks: primary val metric (seg Dice, cls balanced accuracy), then AUC, then the earliest
+    step; NaN lowest. Mutations checked: accuracy as the cls primary (the accuracy-only candidate wins); AUC left out
+    of the key (the tie goes to the earlier step instead); ``+step`` instead of ``-step`` (a full tie goes to the
+    later step); NaN not mapped to -inf (NaN compares False both ways, the max depends on the order)."""
+    def pick(candidates, task):  # candidates: [(step, metrics)], compared in a shuffled order
+        return max(reversed(candidates), key=lambda c: best_score(c[1], task, c[0]))[0]
+
+    m = lambda **kw: dict({"dice": 0.5, "accuracy": 0.5, "balanced_accuracy": 0.5, "auc": 0.5}, **kw)  # noqa: E731
+    assert pick([(1, m(dice=0.7)), (2, m(dice=0.8, auc=0.1))], "seg") == 2          # primary first
+    assert pick([(1, m(dice=0.8, auc=0.6)), (2, m(dice=0.8, auc=0.9))], "seg") == 2  # a tie in Dice: AUC decides
+    assert pick([(4, m(balanced_accuracy=0.7, auc=0.6)), (2, m(balanced_accuracy=0.7, auc=0.8)),
+                 (6, m(balanced_accuracy=0.6, accuracy=0.99, auc=0.99))], "cls") == 2
+    assert pick([(3, m()), (6, m()), (9, m())], "cls") == 3 == pick([(3, m()), (6, m())], "seg")  # full tie
+    assert pick([(1, m(auc=float("nan"))), (2, m(auc=0.0))], "seg") == 2              # NaN counts lowest
+    assert pick([(1, m(dice=float("nan"))), (2, m(dice=0.0))], "seg") == 2
+    assert best_score(m(dice=0.8, auc=float("nan")), "seg", 5) == (0.8, -math.inf, -5)
     with pytest.raises(ValueError):
-        best_score({}, "det")
+        best_score({}, "det", 0)
+
+
+def test_report_selection_uses_the_same_tie_rule():
+    """``reporting.runs.select_row`` (report.py on runs with test curves) picks as the trainer does. Mutations
+    checked: the step's sign flipped in its key (a full tie goes to the later row); accuracy instead of balanced
+    accuracy as the cls primary."""
+    from Code.reporting.runs import select_row
+
+    def row(step, **val):
+        values = dict({"dice": 0.5, "accuracy": 0.5, "balanced_accuracy": 0.5, "auc": 0.5}, **val)
+        return dict({"step": float(step)}, **{f"val_{k}": v for k, v in values.items()})
+
+    assert select_row([row(3), row(6), row(9)], "best", "seg")[0]["step"] == 3
+    assert select_row([row(3), row(6, auc=0.7), row(9, auc=0.7)], "best", "seg")[0]["step"] == 6
+    tied = [row(3, balanced_accuracy=0.6, accuracy=0.9), row(6, balanced_accuracy=0.7, accuracy=0.6)]
+    assert select_row(tied, "best", "cls")[0]["step"] == 6

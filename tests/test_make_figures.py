@@ -13,8 +13,11 @@ def test_architecture_and_curves(tmp_path):
     assert cv2.imread(str(arch)).shape[1] > 1000
     run = tmp_path / "run"
     run.mkdir()
-    (run / "metrics.csv").write_text("step,dice,accuracy\n50,0.4,0.6\n100,0.5,0.7\n")
-    curves = figures.draw_curves([run], tmp_path / "curves.png")
+    (run / "metrics.csv").write_text("step,val_dice,val_accuracy\n50,0.4,0.6\n100,0.5,0.7\n")
+    old = tmp_path / "old"  # a run with test curves (eval.test_curves, or made before the test was sealed)
+    old.mkdir()
+    (old / "metrics.csv").write_text("step,dice,accuracy,val_dice,val_accuracy\n50,0.4,0.6,0.3,0.5\n")
+    curves = figures.draw_curves([run, old], tmp_path / "curves.png")
     assert cv2.imread(str(curves)) is not None
     with pytest.raises(UserError, match="no metrics.csv"):
         figures.draw_curves([tmp_path / "missing"], tmp_path / "x.png")

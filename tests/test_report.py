@@ -1,5 +1,6 @@
 """report.py on fabricated runs: hand-computed mean ± sample std, best vs final selection, task routing, layout."""
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -13,9 +14,24 @@ KEYS = ("dice", "dice_global", "iou", "accuracy", "balanced_accuracy", "sensitiv
 report = load_script("report")
 
 
-def make_run(parent, method, labels, seed, task, rows, select="best", finished=True, val=True, train=None, name=None):
+def _final_metrics(task, rows, val):
+    """``final_metrics.json`` as the trainer writes it for ``rows`` (see ``make_run``): test at the last row and at
+    the val-chosen one (highest primary val metric, then val AUC, then the earliest step)."""
+    full = lambda values: {k: values.get(k, 0.5) for k in KEYS}  # noqa: E731
+    points = [(step, full(values), full(v[0] if v else values)) for step, values, *v in rows]
+    primary = "dice" if task == "seg" else "balanced_accuracy"
+    best = max(points, key=lambda p: (p[2][primary], p[2]["auc"] if p[2]["auc"] == p[2]["auc"] else -1, -p[0]))
+    return {"step": points[-1][0], "test_at_final": dict(points[-1][1], step=points[-1][0]),
+            "test_at_best_val": dict(best[1], step=best[0]) if val else None,
+            "best_val_step": best[0] if val else None}
+
+
+def make_run(parent, method, labels, seed, task, rows, select="best", finished=True, val=True, train=None, name=None,
+             sealed=False):
     """A run folder; ``rows``: list of (step, {test metric: value}[, {val metric: value}]) — unspecified metrics
-    are 0.5; val metrics default to the test ones; ``val=False`` writes no val columns (a split without val/)."""
+    are 0.5; val metrics default to the test ones; ``val=False`` writes no val columns (a split without val/).
+    ``metrics.csv`` carries test columns (a run with test curves) unless ``sealed``; a ``finished`` run has the
+    ``final_metrics.json`` of the trainer's selection."""
     run = parent / (name or f"{method}_n{labels}_s{seed}")
     run.mkdir(parents=True)
     config = {"seed": seed, "method": method, "task": task, "data": {"split": None, "labels": labels},
@@ -23,13 +39,13 @@ def make_run(parent, method, labels, seed, task, rows, select="best", finished=T
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     with (run / "metrics.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["step", *KEYS, *((f"val_{k}" for k in KEYS) if val else ())])
+        writer.writerow(["step", *(() if sealed else KEYS), *((f"val_{k}" for k in KEYS) if val else ())])
         for step, values, *val_values in rows:
             val_values = val_values[0] if val_values else values
-            writer.writerow([step, *(f"{values.get(k, 0.5):.6f}" for k in KEYS),
+            writer.writerow([step, *(() if sealed else (f"{values.get(k, 0.5):.6f}" for k in KEYS)),
                              *((f"{val_values.get(k, 0.5):.6f}" for k in KEYS) if val else ())])
     if finished:
-        (run / "final_metrics.json").write_text("{}")
+        (run / "final_metrics.json").write_text(json.dumps(_final_metrics(task, rows, val)))
     return run
 
 
@@ -280,3 +296,22 @@ def test_output_files_follow_the_output_rule(tmp_path, capsys):
     with pytest.raises(report.UserError, match="not a report.md of report.py"):
         report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "mine"), "--force"])
     assert (tmp_path / "mine" / "report.md").read_text() == "my own notes"
+
+
+def test_sealed_runs_take_test_from_final_metrics_and_test_curves_are_named(tmp_path, capsys):
+    """Test metrics come from ``final_metrics.json`` (a sealed run's metrics.csv has val columns only); a run with
+    test columns in metrics.csv but no ``test_curves`` record (made before the test was sealed) counts as a run with
+    test curves; an unfinished sealed run has no test metrics at all. Mutations checked: no metrics.csv fallback in
+    ``provenance.test_curves`` (0 runs with test curves); reading the test metrics from metrics.csv (the sealed run
+    is then skipped as without test metrics)."""
+    d = lambda v: {"dice": v}  # noqa: E731
+    make_run(tmp_path, "hermes", 8, 0, "seg", [(1, d(.60), d(.9)), (2, d(.70), d(.5))], sealed=True)
+    make_run(tmp_path, "supervised", 8, 0, "seg", [(1, d(.50))])  # test curves in its metrics.csv
+    make_run(tmp_path, "fixmatch", 8, 0, "seg", [(1, d(.99))], sealed=True, finished=False)
+    assert report.main([str(tmp_path), "--include-incomplete"]) == 0
+    captured = capsys.readouterr()
+    assert _table(captured.out, "Dice (%)")[2:] == [["supervised", "50.00 (n = 1)"], ["hermes", "60.00 (n = 1)"]]
+    assert "1 of 2 runs were made with test curves" in captured.out
+    assert "skipping" in captured.err and "fixmatch_n8_s0: no test metrics" in captured.err
+    assert report.main([str(tmp_path), "--select", "final", "--out", str(tmp_path / "final")]) == 0
+    assert _table(capsys.readouterr().out, "Dice (%)")[3] == ["hermes", "70.00 (n = 1)"]

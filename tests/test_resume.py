@@ -66,7 +66,7 @@ def _rows(run):
 def first_evaluation_stays_best(monkeypatch):
     """Every evaluation scores the same, so the first one (step 3) stays best: a resumed run must keep the best
     record of the interrupted one instead of declaring its own first evaluation (step 6) the best."""
-    monkeypatch.setattr(evaluation, "best_score", lambda metrics, task: (0.0,))
+    monkeypatch.setattr(evaluation, "best_score", lambda metrics, task, step: (0.0,))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -175,7 +175,9 @@ def test_iters_extends_or_shortens_but_never_below_the_current_step(tmp_path):
     """§3. Mutation checked: dropping the train.iters exception refuses the extension as 'a different config'."""
     config = smoke_config(tmp_path / "split", iters=6)
     run = fake_run(tmp_path / "run", config, step=6)
-    (run / "final_metrics.json").write_text("{}")
+    ends = ("final_metrics.json", "test_predictions_final.csv", "test_predictions_best.csv")
+    for name in ends:
+        (run / name).write_text("{}")
     with pytest.raises(UserError, match="already at step 6"):
         prepare_run_dir(run, smoke_config(tmp_path / "split", iters=4), None, False, {"train.iters"})
     longer = smoke_config(tmp_path / "split", iters=10)
@@ -184,7 +186,7 @@ def test_iters_extends_or_shortens_but_never_below_the_current_step(tmp_path):
     plan = prepare_run_dir(run, longer, None, False, {"train.iters"})
     assert plan.config["train"]["iters"] == 10 and plan.checkpoint == run / "checkpoints" / "latest.pt"
     assert any("stretched to 10 iterations from step 6" in n and "0.000 → 0.438" in n for n in plan.notes)
-    assert not (run / "final_metrics.json").exists()  # stale once the run goes on
+    assert not any((run / name).exists() for name in ends)  # stale once the run goes on: test is scored at its end
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["iters"] == 10
 
 

@@ -33,6 +33,16 @@ def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
         raise
 
 
+BEST_KEYS = ("step", "config", "model")  # what evaluate.py, predict.py, export.py and the sealed test read
+
+
+def slim_state(state: Dict[str, Any], **extra: Any) -> Dict[str, Any]:
+    """The part of a trainer state that ``best.pt`` keeps: :data:`BEST_KEYS` plus ``extra`` (e.g. ``val``) and
+    ``slim: True``; no optimiser, scheduler, EMA teacher, memory bank, stream or RNG state (those are ``latest.pt``'s:
+    a run continues from there, never from ``best.pt``)."""
+    return dict({key: state[key] for key in BEST_KEYS}, slim=True, **extra)
+
+
 def clean_state_dict(state: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Strip the ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from parameter names."""
     cleaned = {}

@@ -26,7 +26,7 @@ ENTRY_DEFAULTS = {
 
 def build_parser(task: str) -> argparse.ArgumentParser:
     what = "segmentation (saliency on, best by lesion Dice)" if task == "seg" else \
-        "classification (inter-task attention on, best by accuracy)"
+        "classification (inter-task attention on, best by balanced accuracy)"
     parser = argparse.ArgumentParser(description=f"Train Hermes for {what}. With no arguments: the built-in "
                                                  "ultrasound phantom with a CPU-sized schedule.")
     parser.add_argument("--config", help="YAML config (default: configs/phantom.yaml without --data, else base)")
@@ -140,7 +140,7 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
     if checkpoint is not None:
         trainer.load_state_dict(load_checkpoint(checkpoint))
         if plan.fork:  # another run's state: this folder's history (metrics.csv, best.pt) starts here
-            trainer.best, trainer.last_metrics = None, None
+            trainer.forget_history()
         trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)

@@ -171,11 +171,17 @@ def _finite(value: Any) -> float:
     return -math.inf if math.isnan(value) else value
 
 
-def best_score(metrics: Dict[str, Any], task: str) -> Tuple[float, ...]:
-    """The key that picks ``best.pt`` (larger is better, compare tuples): seg → ``(dice,)``,
-    cls → ``(accuracy, auc)`` (AUC breaks ties). NaN counts as −inf."""
-    if task == "seg":
-        return (_finite(metrics["dice"]),)
-    if task == "cls":
-        return (_finite(metrics["accuracy"]), _finite(metrics["auc"]))
-    raise ValueError(f"unknown task {task!r} (expected 'seg' or 'cls')")
+PRIMARY_METRIC = {"seg": "dice", "cls": "balanced_accuracy"}  # the val metric that chooses best.pt, per task
+
+
+def best_score(metrics: Dict[str, Any], task: str, step: int) -> Tuple[float, float, int]:
+    """The key that picks ``best.pt`` among evaluations; the larger tuple wins (one rule for both tasks):
+
+    ``(primary, auc, −step)`` of the **val** metrics, with primary = ``dice`` for ``task == "seg"`` and
+    ``balanced_accuracy`` for ``"cls"`` (not accuracy: on an imbalanced val it favours the majority class). A tie
+    in the primary metric goes to the higher val AUC, a tie in both to the earliest ``step``. NaN counts as the
+    lowest value (−inf). Every selection of a best step (the trainer's ``best.pt``, ``reporting.runs.select_row``)
+    compares these tuples, so the result does not depend on the order in which evaluations are compared."""
+    if task not in PRIMARY_METRIC:
+        raise ValueError(f"unknown task {task!r} (expected 'seg' or 'cls')")
+    return (_finite(metrics[PRIMARY_METRIC[task]]), _finite(metrics.get("auc", math.nan)), -int(step))

@@ -78,8 +78,10 @@ class RunLogger:
             self.writer.add_scalar(tag, value, step)
 
     def metrics(self, metrics: Dict[str, float], step: int, val: Optional[Dict[str, float]] = None) -> None:
-        """Append one evaluation to ``metrics.csv`` (header on first write): test metrics under their names, val
-        metrics as ``val_<name>``; TensorBoard gets them under ``eval/`` (test) and ``val/``."""
+        """Append one evaluation to ``metrics.csv`` (header on first write): ``step``, then the ``metric_keys``
+        under their names (the trainer's test metrics, only with ``eval.test_curves``; none by default), then the
+        ``val_keys`` as ``val_<name>`` (``nan`` without ``val``); TensorBoard gets ``metrics`` under ``eval/`` and
+        ``val`` under ``val/``."""
         if not self.enabled:
             return
         new = not self.csv_path.exists()
@@ -89,7 +91,7 @@ class RunLogger:
             if new:
                 writer.writerow(["step", *self.metric_keys, *(f"val_{k}" for k in self.val_keys)])
             writer.writerow([step, *(f"{metrics[k]:.6f}" for k in self.metric_keys), *val_values])
-        for prefix, values in (("eval", metrics), ("val", val or {})):
+        for prefix, values in (("eval", {k: metrics[k] for k in self.metric_keys}), ("val", val or {})):
             for key, value in values.items():
                 if not math.isnan(value):
                     self.writer.add_scalar(f"{prefix}/{key}", value, step)

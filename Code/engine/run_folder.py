@@ -33,7 +33,9 @@ from Code.engine.config import dump_config
 from Code.errors import UserError
 from Code.outputs import REPO_ROOT, check_replaceable  # noqa: F401 (REPO_ROOT: re-exported)
 
-ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "tensorboard", "checkpoints")
+ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "test_predictions_final.csv",
+             "test_predictions_best.csv", "tensorboard", "checkpoints")
+END_OF_RUN = ARTEFACTS[3:6]  # the sealed test's outputs: stale once the run is extended
 FREE_TO_CHANGE = {"device"}  # resuming on another device is fine: the new value is used
 
 
@@ -157,6 +159,9 @@ def _checkpoint_info(path: Path, task: str) -> Dict[str, Any]:
     from Code.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
+    if state.get("slim"):
+        raise UserError(f"{path} is a slim best.pt (weights only, no optimiser or data-stream state); a run continues "
+                        "from its checkpoints/latest.pt")
     saved_task = state["config"].get("task")
     if saved_task != task:
         raise UserError(f"{path} is a checkpoint of {saved_task}_train.py; resume it with that script")
@@ -263,7 +268,8 @@ def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
         if dropped:
             plan.notes.append(f"dropped {dropped} metrics.csv row(s) written after the checkpoint's step {info['step']}")
         if plan.config["train"]["iters"] != info["config"]["train"]["iters"]:
-            (run_dir / "final_metrics.json").unlink(missing_ok=True)
+            for name in END_OF_RUN:  # test is scored again at the new end
+                (run_dir / name).unlink(missing_ok=True)
     else:
         plan = RunPlan(config)
     return commit_plan(run_dir, plan)

@@ -2,15 +2,17 @@
 
 The unlabeled stream drives the iterations; the labeled stream is re-iterated with fresh augmentations. Loss terms
 are summed on the device and read back only every ``log.every`` steps, which is also when non-finite losses are
-detected. Every ``eval.every`` steps (and after the last one) the val and test parts are evaluated,
-``metrics.csv`` gets a row (test metrics under their names, val metrics as ``val_<name>``) and
-``checkpoints/latest.pt`` is written atomically, plus ``best.pt`` when the **val** score improves (never chosen on
-test; a split without ``val/`` has no ``best.pt``). ``final_metrics.json`` holds ``test_at_final`` and
-``test_at_best_val`` (with the steps and the val metrics behind them).
+detected. Every ``eval.every`` steps (and after the last one) the **val** part is evaluated, ``metrics.csv``
+gets a row (``step``, ``val_<name>``; the test metrics under their names only with ``eval.test_curves``) and
+``checkpoints/latest.pt`` (the full training state) is written atomically, plus a slim ``best.pt`` (weights,
+config, step, val metrics: :func:`Code.engine.checkpoint.slim_state`) when the val score improves by the tie rule
+of :func:`Code.engine.evaluation.best_score` (a split without ``val/`` has no ``best.pt``). The test part is sealed:
+scored once, after the last step, with the final weights and with ``best.pt``'s (:mod:`Code.engine.sealed_test`:
+``final_metrics.json`` and the per-image ``test_predictions_*.csv``); never at a ``--stop-after`` or signal stop,
+and not again when a finished run is invoked once more.
 """
 from __future__ import annotations
 
-import json
 import math
 import sys
 from contextlib import nullcontext
@@ -18,14 +20,14 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-import torch.distributed as torch_dist
 from tqdm import tqdm
 
-from Code.engine import evaluation
+from Code.engine import evaluation, sealed_test
 from Code.engine.builders import build_model, build_optimizers
-from Code.engine.checkpoint import clean_state_dict, save_checkpoint
+from Code.engine.checkpoint import clean_state_dict, save_checkpoint, slim_state
 from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
 from Code.engine.diagnostics import PseudoLabelMonitor
+from Code.engine.finite import NonFiniteWatch
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow
 from Code.engine.step import StepContext, train_step
@@ -65,13 +67,15 @@ class Trainer:
         if self.val_loader is None and dist.is_main:
             print(f"note: {self.split} has no val/ part (data_split.py --val-ratio): no best.pt is chosen, "
                   f"test is reported at the final step only", file=sys.stderr)
-        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS, enabled=dist.is_main,
-                                val_keys=evaluation.METRIC_KEYS if self.val_loader is not None else ())
+        self.test_curves = bool(config["eval"]["test_curves"])  # test metrics during training: only if asked for
+        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS if self.test_curves else (), enabled=dist.is_main,
+                                val_keys=evaluation.METRIC_KEYS)
         truth = self.unlabeled_stream is not None and self.unlabeled_stream.dataset.has_truth
         self.monitor = PseudoLabelMonitor(self.run_dir, enabled=dist.is_main) if truth else None
         self.window = ScalarWindow()
-        self.first_bad: Dict[str, torch.Tensor] = {}
-        self.step, self.best, self.last_metrics, self.last_val = 0, None, None, None
+        self.finite = NonFiniteWatch()
+        self.step = 0
+        self.forget_history()
         self.stop_requested = False  # set by a signal handler (cli): save latest.pt after this step and stop
 
     def _build_model(self) -> torch.nn.Module:
@@ -90,6 +94,13 @@ class Trainer:
         return model
 
     # ----------------------------------------------------------------------------------------------- state
+    def forget_history(self) -> None:
+        """No evaluation yet: no best step, no last val (or test-curve) metrics (a new run, or a fork)."""
+        self.best: Optional[Dict[str, Any]] = None  # {"step", "score", "val"} of the val-chosen evaluation
+        self.last_val: Optional[Dict[str, float]] = None
+        self.last_metrics: Optional[Dict[str, float]] = None  # test metrics of the last evaluation (test_curves)
+        self.last_eval_step: Optional[int] = None
+
     def state_dict(self, rngs: Optional[list] = None) -> Dict[str, Any]:
         """Everything a resumed run needs; ``rngs`` holds every rank's RNG states (default: this process's)."""
         streams = {"labeled": self.labeled_stream.state_dict()}
@@ -100,6 +111,7 @@ class Trainer:
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
                 "banks": self.ctx.banks.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
                 "best": self.best, "last_metrics": self.last_metrics, "last_val": self.last_val,
+                "last_eval_step": self.last_eval_step,
                 "teacher": None if self.teacher is None else self.teacher.state_dict(),
                 "pool_prior": None if self.ctx.pool_prior is None else self.ctx.pool_prior.state_dict()}
 
@@ -126,6 +138,7 @@ class Trainer:
             seed_everything(self.config["seed"] + self.dist.rank + 1000003 * state["step"])
         self.step, self.best, self.last_metrics = state["step"], state["best"], state["last_metrics"]
         self.last_val = state.get("last_val")
+        self.last_eval_step = state.get("last_eval_step", (state["last_metrics"] or {}).get("step"))
         if self.dist.is_main and self.monitor is not None:  # rows past this checkpoint are rewritten
             self.monitor.truncate_after(self.step)           # (metrics.csv: run_folder.truncate_metrics)
 
@@ -152,11 +165,9 @@ class Trainer:
                 bar.close()
                 return self._stop()
         bar.close()
-        if self.last_metrics is None or self.last_metrics["step"] != self.step:
+        if self.last_eval_step != self.step:
             self._evaluate_and_save()
-        result = self.final_result()
-        if self.dist.is_main:
-            (self.run_dir / "final_metrics.json").write_text(json.dumps(result, indent=2))
+        result = self._score_test_once()
         self.logger.close()
         return result
 
@@ -166,14 +177,30 @@ class Trainer:
             if stream is not None:
                 stream.close()
 
-    def final_result(self) -> Dict[str, Any]:
-        """``final_metrics.json``: test at the final step and at the val-chosen step (None without val/)."""
-        best = self.best
-        return {"step": self.step, "selection": "val" if self.val_loader is not None else "none (no val/ part)",
-                "test_at_final": self.last_metrics, "val_at_final": self.last_val,
-                "best_val_step": None if best is None else best["step"],
-                "test_at_best_val": None if best is None else dict(best["metrics"], step=best["step"]),
-                "val_at_best": None if best is None else best["val"]}
+    def _score_test_once(self) -> Dict[str, Any]:
+        """After the last step: score ``test/`` with the final weights and with ``best.pt``'s, write
+        ``final_metrics.json`` and the per-image CSVs (rank 0) and return the result; a run whose
+        ``final_metrics.json`` already belongs to this step is finished and is not scored again."""
+        done = all_gather_objects(sealed_test.finished_result(self.run_dir, self.step) if self.dist.is_main else None)[0]
+        if done is not None:
+            if self.dist.is_main:
+                print(f"note: {self.run_dir} is finished at step {self.step}; test is not scored again "
+                      f"(results in {sealed_test.FINAL_METRICS})", file=sys.stderr)
+            return done
+        final_records = self.records(self.eval_loader)
+        best_records = None
+        if self.best is not None:
+            weights = sealed_test.load_best_weights(self.run_dir / "checkpoints" / "best.pt", self.best["step"])
+            with sealed_test.swapped_weights(unwrap(self.model), weights):
+                best_records = self.records(self.eval_loader)
+        summarize = evaluation.summarize_metrics
+        result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
+                                          summarize(final_records), self.last_val, self.best,
+                                          summarize(best_records) if best_records is not None else None)
+        if self.dist.is_main:
+            sealed_test.write_outputs(self.run_dir, result, final_records, best_records)
+        barrier()
+        return result
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""
@@ -201,30 +228,12 @@ class Trainer:
         if self.monitor is not None and truth:
             self.monitor.add(vis, *truth)
         logs["total"] = loss.detach()
-        self._track_finite(logs)
+        self.finite.track(logs, self.step)
         self.window.add(logs)
         return vis
 
-    def _track_finite(self, logs: Dict[str, torch.Tensor]) -> None:
-        for key, value in logs.items():
-            if value.dim() == 0 and (key.endswith(("_sup", "_unsup", "_contrast")) or key in ("consistency", "total")):
-                bad = ~torch.isfinite(value)
-                prev = self.first_bad.get(key, torch.full((), -1, dtype=torch.long, device=value.device))
-                self.first_bad[key] = torch.where(bad & (prev < 0), torch.full_like(prev, self.step), prev)
-
     def _check_finite(self) -> None:
-        if not self.first_bad:
-            return
-        keys = [k for k in self.first_bad if k != "total"] + ["total"]
-        flags = torch.stack([self.first_bad[k] for k in keys if k in self.first_bad])
-        if self.dist.enabled:
-            torch_dist.all_reduce(flags, op=torch_dist.ReduceOp.MAX)
-        flags = flags.cpu().tolist()
-        for key, first in zip([k for k in keys if k in self.first_bad], flags):
-            if first >= 0:
-                latest = self.run_dir / "checkpoints" / "latest.pt"
-                kept = f"last good checkpoint kept: {latest}" if latest.exists() else "no checkpoint was written"
-                raise UserError(f"non-finite loss term '{key}' at step {first}; training stopped, {kept}")
+        self.finite.check(self.run_dir, self.dist.enabled)
 
     def _log_scalars(self) -> Dict[str, str]:
         self._check_finite()
@@ -238,38 +247,47 @@ class Trainer:
             means.update({f"pseudo/{k}": v for k, v in self.monitor.flush(self.step).items()})
         self.logger.scalars(means, self.step)
         postfix = {"loss": f"{means.get('total', float('nan')):.3f}"}
-        if self.last_metrics:
-            postfix.update(dice=f"{self.last_metrics['dice']:.3f}", acc=f"{self.last_metrics['accuracy']:.3f}")
+        shown = self.last_val or self.last_metrics  # val; test only with eval.test_curves
+        if shown:
+            postfix.update(dice=f"{shown['dice']:.3f}", acc=f"{shown['accuracy']:.3f}")
         return postfix
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def evaluate(self, loader=None) -> Dict[str, float]:
-        """Metrics on the test part (or ``loader``'s); under DDP each rank evaluates a shard, records are gathered."""
+    def records(self, loader) -> list:
+        """Per-image records (``evaluation.RECORD_KEYS``) of ``loader``'s part, sorted by image; under DDP each rank
+        evaluates a shard and the records are gathered (the sampler's padding repeats dropped)."""
         model = unwrap(self.model)
         model.eval()
-        records = evaluation.evaluate_model(model, loader if loader is not None else self.eval_loader, self.device,
-                                            amp=self.amp_dtype is not None)
+        records = evaluation.evaluate_model(model, loader, self.device, amp=self.amp_dtype is not None)
         model.train()
-        gathered = {r["name"]: r for part in all_gather_objects(records) for r in part}  # drops sampler padding
-        return evaluation.summarize_metrics([gathered[name] for name in sorted(gathered)])
+        gathered = {r["name"]: r for part in all_gather_objects(records) for r in part}
+        return [gathered[name] for name in sorted(gathered)]
+
+    def evaluate(self, loader=None) -> Dict[str, float]:
+        """Metrics on the test part (or ``loader``'s part)."""
+        return evaluation.summarize_metrics(self.records(loader if loader is not None else self.eval_loader))
 
     def _evaluate_and_save(self) -> None:
+        """Evaluate val (and test only with ``eval.test_curves``), log a ``metrics.csv`` row, save ``latest.pt``
+        and, when val improves (:func:`evaluation.best_score`), the slim ``best.pt``."""
         self._check_finite()
-        metrics = self.evaluate()
+        test = self.evaluate() if self.test_curves else None
         val = self.evaluate(self.val_loader) if self.val_loader is not None else None
-        self.last_metrics, self.last_val = dict(metrics, step=self.step), val
+        self.last_metrics = None if test is None else dict(test, step=self.step)
+        self.last_val, self.last_eval_step = val, self.step
         improved = False
         if val is not None:  # chosen on val only
-            score = evaluation.best_score(val, self.config["task"])
-            if self.best is None or score > tuple(self.best["score"]):
-                self.best, improved = {"step": self.step, "score": list(score), "metrics": metrics, "val": val}, True
+            task = self.config["task"]
+            score = evaluation.best_score(val, task, self.step)
+            if self.best is None or score > evaluation.best_score(self.best["val"], task, self.best["step"]):
+                self.best, improved = {"step": self.step, "score": list(score), "val": val}, True
         rngs = all_gather_objects(rng_state())
         if self.dist.is_main:
-            self.logger.metrics(metrics, self.step, val)
+            self.logger.metrics(test or {}, self.step, val)
             state = self.state_dict(rngs)
             save_checkpoint(self.run_dir / "checkpoints" / "latest.pt", state)
             if improved:
-                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", state)
+                save_checkpoint(self.run_dir / "checkpoints" / "best.pt", slim_state(state, val=val))
         barrier()
 
 

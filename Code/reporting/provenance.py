@@ -5,7 +5,7 @@
   (one draw, or splits without ``draw_seed``) it is over *seeds on one labeled draw*.
 - **Test curves.** A run made with ``eval.test_curves: true`` had test evaluated during training (``metrics.csv``
   and TensorBoard show it), so a table made from it must say so: ``final_metrics.json`` ``test_curves``, else the
-  run's config.
+  run's config, else (runs made before the test split was sealed) test columns in its ``metrics.csv``.
 
 :func:`annotate` runs before the rows are formed (it makes the draws of one row pool).
 """
@@ -46,7 +46,8 @@ def draw_seed(config: Dict[str, Any]) -> Optional[int]:
 
 
 def test_curves(run: Path, config: Dict[str, Any]) -> bool:
-    """Whether test was evaluated during training: ``final_metrics.json`` ``test_curves``, else ``eval.test_curves``."""
+    """Whether test was evaluated during training: ``final_metrics.json`` ``test_curves``, else ``eval.test_curves``,
+    else (a run made before the test split was sealed, which has neither) test columns in its ``metrics.csv``."""
     record = run / "final_metrics.json"
     if record.is_file():
         try:
@@ -55,7 +56,17 @@ def test_curves(run: Path, config: Dict[str, Any]) -> bool:
             raise UserError(f"{record}: not valid JSON ({exc})") from None
         if isinstance(doc, dict) and "test_curves" in doc:
             return bool(doc["test_curves"])
-    return bool((config.get("eval") or {}).get("test_curves", False))
+    if "test_curves" in (config.get("eval") or {}):
+        return bool(config["eval"]["test_curves"])
+    return "dice" in _metrics_header(run / "metrics.csv")
+
+
+def _metrics_header(path: Path) -> List[str]:
+    try:
+        with path.open() as handle:
+            return handle.readline().strip().split(",")
+    except OSError:
+        return []
 
 
 def annotate(results: List[Dict[str, Any]]) -> None:

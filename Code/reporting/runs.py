@@ -1,8 +1,15 @@
-"""Reading training runs for reports: finding run folders, picking one evaluation row per run (by **val**
-metrics only), and telling apart runs whose configs differ in more than the seed."""
+"""Reading training runs for reports: finding run folders, taking each run's test metrics, and telling apart runs
+whose configs differ in more than the seed.
+
+Test metrics come from ``final_metrics.json`` (``test_at_best_val``, ``test_at_final``: the sealed test, scored once
+after the last step). A run without it (unfinished, ``report.py --include-incomplete``) has test metrics only when
+its ``metrics.csv`` carries test columns (``eval.test_curves``, or a run made before the test was sealed); its row is
+then picked by **val** metrics only (:func:`select_row`, the trainer's rule). Whether test was visible during
+training is :func:`Code.reporting.provenance.test_curves`'s to say."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 import re
 from collections import defaultdict
@@ -35,10 +42,11 @@ def find_runs(paths: Sequence[str]) -> List[Path]:
 
 
 def read_metrics_csv(path: Path) -> List[Dict[str, float]]:
-    """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns)."""
+    """Rows of ``metrics.csv`` as dicts of floats (``step`` plus the metric columns: ``val_<name>``, and the test
+    metrics under their names where the run logged test curves)."""
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
-        missing = [k for k in ("step", "dice", "accuracy", "auc") if k not in (reader.fieldnames or [])]
+        missing = [k for k in ("step",) if k not in (reader.fieldnames or [])]
         if missing:
             raise UserError(f"{path}: missing columns {', '.join(missing)}")
         try:
@@ -54,43 +62,62 @@ def _val_metrics(row: Dict[str, float]) -> Optional[Dict[str, float]]:
 
 
 def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Tuple[Dict[str, float], str]:
-    """``(row, how)``: the ``final`` (last) row, or the first row with the highest ``best_score`` of its **val**
-    metrics for ``task`` (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
+    """``(row, how)``: the ``final`` (last) row, or the row whose **val** metrics score highest by
+    :func:`Code.engine.evaluation.best_score` for ``task`` — the trainer's rule: primary metric, then AUC, then the
+    earliest step (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
     if select == "final":
         return rows[-1], "final"
     scored = [(row, _val_metrics(row)) for row in rows]
     scored = [(row, val) for row, val in scored if val is not None]
     if not scored:
         return rows[-1], "final (no val)"
-    best, best_val = scored[0]
-    for row, val in scored[1:]:
-        if best_score(val, task) > best_score(best_val, task):
-            best, best_val = row, val
-    return best, "best (val)"
+    return max(scored, key=lambda item: best_score(item[1], task, int(item[0]["step"])))[0], "best (val)"
+
+
+def _test_of(metrics: Optional[Dict[str, Any]]) -> Optional[Dict[str, float]]:
+    return None if metrics is None else {k: float(metrics.get(k, math.nan)) for k in METRIC_KEYS}
+
+
+def _test_points(run: Path, rows: List[Dict[str, float]], task: str) -> Optional[Dict[str, Any]]:
+    """Test metrics at the val-chosen and at the final step: from ``final_metrics.json``, else (an unfinished run)
+    from ``metrics.csv``'s test columns; None when the run has neither (a sealed run that has not finished)."""
+    final_path = run / "final_metrics.json"
+    saved = json.loads(final_path.read_text()) if final_path.is_file() else None
+    if isinstance(saved, dict) and saved.get("test_at_final"):
+        best = saved.get("test_at_best_val")
+        return {"best_step": None if best is None else int(best["step"]), "best_metrics": _test_of(best),
+                "final_step": int(saved["test_at_final"].get("step", saved.get("step"))),
+                "final_metrics": _test_of(saved["test_at_final"])}
+    if not rows or "dice" not in rows[0]:
+        return None
+    best, best_how = select_row(rows, "best", task)
+    found = best_how == "best (val)"
+    return {"best_step": int(best["step"]) if found else None, "best_metrics": _test_of(best) if found else None,
+            "final_step": int(rows[-1]["step"]), "final_metrics": _test_of(rows[-1])}
 
 
 def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
-    """One run's identity (method, dataset, label budget, seed, task) and its selected metrics; None if empty."""
+    """One run's identity (method, dataset, label budget, seed, task) and its test metrics at the val-chosen and
+    the final step (see the module docstring); None when it has no test metrics yet."""
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(f"{run}: no config.yaml next to metrics.csv")
     config = yaml.safe_load(cfg_path.read_text()) or {}
     rows = read_metrics_csv(run / "metrics.csv")
-    if not rows:
-        return None
     task = config.get("task", "seg")
+    points = _test_points(run, rows, task)
+    if points is None:
+        return None
     select = select_override or config.get("eval", {}).get("select", "best")
     split = config.get("data", {}).get("split")
     labels = config.get("data", {}).get("labels")
-    row, how = select_row(rows, select, task)
-    best, best_how = select_row(rows, "best", task)
+    if select == "final":
+        how, at = "final", "final"
+    else:
+        how, at = ("best (val)", "best") if points["best_metrics"] is not None else ("final (no val)", "final")
     return {"run": run, "method": config.get("method", "?"), "task": task, "select": how,
             "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
-            "seed": config.get("seed"), "step": int(row["step"]),
-            "metrics": {k: row.get(k, math.nan) for k in METRIC_KEYS},
-            "best_step": int(best["step"]) if best_how == "best (val)" else None,
-            "best_metrics": {k: best.get(k, math.nan) for k in METRIC_KEYS} if best_how == "best (val)" else None,
-            "final_step": int(rows[-1]["step"]), "final_metrics": {k: rows[-1].get(k, math.nan) for k in METRIC_KEYS},
+            "seed": config.get("seed"), "step": points[f"{at}_step"], "metrics": points[f"{at}_metrics"], **points,
             "config": config}
 
 
