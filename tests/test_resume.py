@@ -85,6 +85,10 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
     _run(task, phantom_split, parts, *extra, "--stop-after", str(stop))
     assert "stopped at step" in capsys.readouterr().out
     assert _load(parts, "latest.pt")["step"] == stop
+    stopped = _load(parts, "latest.pt")
+    assert stopped["train_seconds"] > 0
+    stopped["train_seconds"] = 1e6  # a marker: the resumed run must add its own time to the saved one
+    torch.save(stopped, parts / "checkpoints" / "latest.pt")
     assert _load(parts, "best.pt")["step"] == 3 and [r[0] for r in _rows(parts)[1:]] == ["3"]
     assert not (parts / "final_metrics.json").exists()
     _run(task, phantom_split, parts, *extra)  # the same command again continues the run
@@ -92,10 +96,14 @@ def test_resume_after_an_evaluation_equals_an_uninterrupted_run(case, phantom_sp
 
     assert _rows(whole) == _rows(parts) and [r[0] for r in _rows(whole)[1:]] == ["3", "6"]
     final_whole = json.loads((whole / "final_metrics.json").read_text())
-    assert final_whole == json.loads((parts / "final_metrics.json").read_text())
+    final_parts = json.loads((parts / "final_metrics.json").read_text())
+    # wall time is the one thing that differs; it adds up over sessions (mutation: not restored on resume)
+    assert 1e6 < final_parts.pop("train_seconds") < 1e6 + 3600 and final_whole.pop("train_seconds") > 0
+    assert final_whole == final_parts
     assert final_whole["best_val_step"] == 3 and final_whole["test_at_final"]["step"] == 6
     for name in ("best.pt", "latest.pt"):
         a, b = _load(whole, name), _load(parts, name)
+        a.pop("train_seconds", None), b.pop("train_seconds", None)
         assert a["step"] == b["step"] == (3 if name == "best.pt" else 6)
         _assert_same(a, b, name)  # every entry: weights, optimisers, schedulers, banks, teacher, streams, RNGs, ...
     latest = _load(whole, "latest.pt")

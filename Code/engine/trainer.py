@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Dict, Optional
@@ -76,6 +77,7 @@ class Trainer:
         self.finite = NonFiniteWatch()
         self.step = 0
         self.forget_history()
+        self.train_seconds = 0.0  # wall time spent in fit() over all sessions of this run
         self.stop_requested = False  # set by a signal handler (cli): save latest.pt after this step and stop
 
     def _build_model(self) -> torch.nn.Module:
@@ -111,7 +113,7 @@ class Trainer:
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
                 "banks": self.ctx.banks.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
                 "best": self.best, "last_metrics": self.last_metrics, "last_val": self.last_val,
-                "last_eval_step": self.last_eval_step,
+                "last_eval_step": self.last_eval_step, "train_seconds": self._elapsed(),
                 "teacher": None if self.teacher is None else self.teacher.state_dict(),
                 "pool_prior": None if self.ctx.pool_prior is None else self.ctx.pool_prior.state_dict()}
 
@@ -139,6 +141,7 @@ class Trainer:
         self.step, self.best, self.last_metrics = state["step"], state["best"], state["last_metrics"]
         self.last_val = state.get("last_val")
         self.last_eval_step = state.get("last_eval_step", (state["last_metrics"] or {}).get("step"))
+        self.train_seconds = float(state.get("train_seconds") or 0.0)
         if self.dist.is_main and self.monitor is not None:  # rows past this checkpoint are rewritten
             self.monitor.truncate_after(self.step)           # (metrics.csv: run_folder.truncate_metrics)
 
@@ -148,6 +151,7 @@ class Trainer:
         total = self.config["train"]["iters"]
         log_every, image_every = self.config["log"]["every"], self.config["log"]["image_every"]
         eval_every = self.config["eval"]["every"]
+        self._session_start = time.monotonic()
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True, desc="train")
         self.model.train()
         while self.step < total:
@@ -170,6 +174,11 @@ class Trainer:
         result = self._score_test_once()
         self.logger.close()
         return result
+
+    def _elapsed(self) -> float:
+        """Seconds spent in ``fit`` by this run so far: earlier sessions (saved in checkpoints) plus this one."""
+        start = getattr(self, "_session_start", None)
+        return self.train_seconds + (time.monotonic() - start if start is not None else 0.0)
 
     def close(self) -> None:
         """Shut the training streams' loader workers down (the cli calls it however ``fit`` ends)."""
@@ -197,6 +206,7 @@ class Trainer:
         result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
                                           summarize(final_records), self.last_val, self.best,
                                           summarize(best_records) if best_records is not None else None)
+        result["train_seconds"] = round(self._elapsed(), 1)  # training and evaluations, test scoring included
         if self.dist.is_main:
             sealed_test.write_outputs(self.run_dir, result, final_records, best_records)
         barrier()
