@@ -316,3 +316,39 @@ def test_background_sigint_saves_after_the_step_and_exits_130(split_with_val, tm
     step = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
     assert 0 < step < 100000 and f"stopped at step {step}" in out and "--resume auto" in out
     assert not (run / "encoder.pth").exists()
+
+
+def test_encoder_weights_from_a_training_or_pretraining_checkpoint(phantom_split, tmp_path, capsys):
+    """Issue 21: ``model.encoder_weights=RUN/checkpoints/best.pt`` printed PyTorch's multi-line weights-only text.
+    A checkpoint of seg_train.py/cls_train.py or pretrain.py gives its encoder (checked like encoder.pth); a file
+    that does not load with ``weights_only=True`` is one line. Mutations checked: the checkpoint branch removed
+    ("does not fit the encoder: unexpected keys"); the numpy RNG globals not allowed (the trainer's checkpoint is
+    refused); the recorded-encoder check skipped for checkpoints (a shape message instead of 'made for')."""
+    from Code.engine.builders import build_model
+    from Code.engine.checkpoint import save_checkpoint
+    from Code.engine.runtime import rng_state
+    from Code.models.encoders import build_encoder
+    from Code.pretraining.config import load_pretrain_config
+    from Code.pretraining.moco import ProjectionBranch
+    from helpers import smoke_config
+
+    config = smoke_config(phantom_split)
+    trained = build_model(config)
+    pretrained = ProjectionBranch("tu-test_resnet", 1, 32, 16, 2)
+    pre_config = load_pretrain_config(SMOKE)
+    for name, model, cfg in (("best.pt", trained, config), ("latest.pt", pretrained, pre_config)):
+        path = tmp_path / name  # as the trainers save it: numpy RNG state included
+        save_checkpoint(path, {"step": 3, "config": cfg, "model": model.state_dict(), "rng": [rng_state()]})
+        loaded = build_encoder("tu-test_resnet", 1, str(path))
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, model.encoder.state_dict()[key]), (name, key)
+        assert f"taking the encoder of {path}" in capsys.readouterr().err
+        with pytest.raises(UserError, match=r"made for encoder 'tu-test_resnet' with 1 input.*with 3"):
+            build_encoder("tu-test_resnet", 3, str(path))
+
+    unsafe = tmp_path / "pickled.pt"
+    torch.save({"model": {}, "hook": print}, unsafe)
+    with pytest.raises(UserError) as refused:
+        build_encoder("tu-test_resnet", 1, str(unsafe))
+    message = str(refused.value)
+    assert "\n" not in message and "weights_only=False" not in message and str(unsafe) in message
