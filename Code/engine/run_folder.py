@@ -81,9 +81,6 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-SCRIPTS = {"seg": "seg_train.py", "cls": "cls_train.py", "pretrain": "pretrain.py"}  # task → its entry script
-
-
 def check_force_target(run_dir: Path, config: Dict[str, Any], resume_from: Optional[Path]) -> None:
     """UserError unless ``run_dir`` may be deleted by ``--force``: a run folder of this task (its ``config.yaml``
     is the run folder's marker) holding no input (the data split, the checkpoint to resume from, the encoder
@@ -93,10 +90,10 @@ def check_force_target(run_dir: Path, config: Dict[str, Any], resume_from: Optio
     weights = config.get("model", {}).get("encoder_weights")
     if weights and weights != "imagenet":
         inputs.append((weights, f"the encoder weights {weights}"))
-    script = SCRIPTS.get(config.get("task"), f"{config.get('task')}_train.py")
+    script = script_of(config.get("task"))
     saved = read_saved_config(run_dir) if run_dir.is_dir() else None
     if saved is not None and saved.get("task") != config.get("task"):
-        other = SCRIPTS.get(saved.get("task"), str(saved.get("task")))
+        other = script_of(saved.get("task"))
         raise UserError(f"--force refused: {run_dir} holds a run of {other}; {script} replaces only its own runs: "
                         "choose another --out")
     check_replaceable(run_dir, script, inputs, owned=folder_state(run_dir) != "foreign",
