@@ -130,10 +130,10 @@ def draw_curves(runs: Sequence[Path], out: Path) -> Path:
         with path.open() as handle:
             reader = csv.DictReader(handle)
             rows = list(reader)
-        missing = [k for k in ("step", "dice", "accuracy") if k not in (reader.fieldnames or [])]
-        if missing:
-            raise UserError(f"{path} has no {', '.join(missing)} column(s): 'curves' draws the test metrics of "
-                            "seg_train.py/cls_train.py runs")
+        fields = reader.fieldnames or []
+        if "step" not in fields or not {"dice", "accuracy", "val_dice", "val_accuracy"} & set(fields):
+            raise UserError(f"{path} has no step and (val_)dice / (val_)accuracy columns: 'curves' draws the "
+                            "metrics.csv of seg_train.py/cls_train.py runs")
         steps = [int(r["step"]) for r in rows]
         columns = rows[0].keys() if rows else ()
         for ax, key in zip(axes, ("dice", "accuracy")):
