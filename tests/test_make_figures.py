@@ -71,8 +71,9 @@ def test_output_file_rule(tmp_path, run_main, assert_one_line_error):
 
 def test_each_curves_subcommand_refuses_the_other_kind_of_run(tmp_path):
     """Issue 21: 'curves' on a pretrain.py run died on KeyError 'dice'; 'pretrain-curves' on a training run wrote an
-    empty figure (exit 0). Mutations checked: without check_run_kind either call gets through (KeyError / a PNG);
-    without the no-curves check an empty tensorboard/ gives an empty figure."""
+    empty figure (exit 0). Mutations checked: without check_run_kind the first call ends in a columns error that
+    does not name the run kind and the second writes a PNG; without the no-curves check an empty tensorboard/ gives
+    an empty figure."""
     from torch.utils.tensorboard import SummaryWriter
 
     pretrain_run, train_run, empty = tmp_path / "pre", tmp_path / "seg", tmp_path / "empty"
