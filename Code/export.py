@@ -10,9 +10,10 @@ dynamic, H and W multiples of 32) and returns ``lesion_prob`` (B×1×H×W) and `
 logits divided by the temperature before the softmax). The pre-processing (input size, normalisation, channels),
 class names, temperature and review thresholds are stored in the file's metadata (``engine/export_graph.py``).
 ``--temperature``: a number, a calibration file of ``evaluate.py --calibrate`` (its review thresholds are stored
-too) or ``auto`` (the one next to the checkpoint); default 1 (no calibration). An existing ``--out`` is replaced
-only with ``--force`` and only when it is a model of export.py (README "Outputs and --force": never the checkpoint or
-another input); the file is written atomically. Runs on the CPU.
+too) or ``auto`` (the one next to the checkpoint); default 1 (no calibration). ``--out`` is named for its format
+(``.onnx``; ``.ts`` or ``.pt`` for TorchScript): ``predict.py --model`` picks the runtime by the name. An existing
+``--out`` is replaced only with ``--force`` and only when it is a model of export.py (README "Outputs and --force":
+never the checkpoint or another input); the file is written atomically. Runs on the CPU.
 """
 from __future__ import annotations
 
@@ -49,7 +50,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Export a Hermes checkpoint to ONNX or TorchScript.")
     parser.add_argument("--checkpoint", required=True, help="RUN/checkpoints/best.pt or latest.pt")
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
-    parser.add_argument("--out", required=True, help="output file (e.g. model.onnx or model.ts)")
+    parser.add_argument("--out", required=True, help="output file: *.onnx for onnx, *.ts or *.pt for torchscript")
     parser.add_argument("--temperature", metavar="VALUE|FILE|auto",
                         help="temperature for the class probabilities: a number, a calibration JSON, or auto")
     parser.add_argument("--force", action="store_true",
@@ -64,6 +65,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder (name the file to write, e.g. {out / 'model.onnx'})")
+    from Code.engine.export_graph import check_out_suffix
+    check_out_suffix(out, args.format)
     inputs = [(checkpoint, f"--checkpoint {checkpoint}")]
     if args.temperature and Path(args.temperature).is_file():
         inputs.append((args.temperature, f"--temperature {args.temperature}"))

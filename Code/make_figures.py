@@ -105,16 +105,35 @@ def draw_phantom(raw: Optional[Path], out: Path) -> Path:
     return _save(fig, out)
 
 
+def check_run_kind(run: Path, figure: str) -> None:
+    """One line when ``run`` is a run of the other kind than ``figure`` (``curves`` or ``pretrain-curves``) draws."""
+    from Code.engine.run_kind import describe_task, folder_task
+
+    task = folder_task(run)
+    if figure == "curves" and task == "pretrain":
+        raise UserError(f"{run} is {describe_task(task)}; 'curves' draws seg_train.py/cls_train.py runs: use "
+                        f"make_figures.py pretrain-curves {run}")
+    if figure == "pretrain-curves" and task in ("seg", "cls"):
+        raise UserError(f"{run} is {describe_task(task)}; 'pretrain-curves' draws pretrain.py runs: use "
+                        f"make_figures.py curves {run}")
+
+
 def draw_curves(runs: Sequence[Path], out: Path) -> Path:
     """Val lesion Dice and val accuracy per evaluation (solid); the test ones (dashed, "… test") only for runs whose
     ``metrics.csv`` has test columns (``eval.test_curves: true``, or runs made before the test split was sealed)."""
     fig, axes = plt.subplots(1, 2, figsize=(12, 4))
     for run in runs:
+        check_run_kind(run, "curves")
         path = Path(run) / "metrics.csv"
         if not path.is_file():
             raise UserError(f"no metrics.csv in {run}")
         with path.open() as handle:
-            rows = list(csv.DictReader(handle))
+            reader = csv.DictReader(handle)
+            rows = list(reader)
+        fields = reader.fieldnames or []
+        if "step" not in fields or not {"dice", "accuracy", "val_dice", "val_accuracy"} & set(fields):
+            raise UserError(f"{path} has no step and (val_)dice / (val_)accuracy columns: 'curves' draws the "
+                            "metrics.csv of seg_train.py/cls_train.py runs")
         steps = [int(r["step"]) for r in rows]
         columns = rows[0].keys() if rows else ()
         for ax, key in zip(axes, ("dice", "accuracy")):
@@ -142,10 +161,17 @@ def _pretrain_scalars(run: Path) -> dict:
     run = Path(run)
     table = run if run.suffix == ".csv" else run / "curve.csv"
     if table.is_file():
-        return read_scalars_csv(table)
-    if (run / "tensorboard").is_dir():
-        return read_scalars(run / "tensorboard")
-    raise UserError(f"no curve.csv or tensorboard/ in {run}")
+        scalars = read_scalars_csv(table)
+    elif (run / "tensorboard").is_dir():
+        check_run_kind(run, "pretrain-curves")
+        scalars = read_scalars(run / "tensorboard")
+    else:
+        check_run_kind(run, "pretrain-curves")
+        raise UserError(f"no curve.csv or tensorboard/ in {run}")
+    if not any(scalars.get(tag) for tag, _ in PRETRAIN_PANELS):
+        raise UserError(f"{run} holds none of the pre-training curves ({', '.join(t for t, _ in PRETRAIN_PANELS)}): "
+                        "'pretrain-curves' draws pretrain.py runs, or their curve.csv")
+    return scalars
 
 
 def draw_pretrain_curves(runs: Sequence[Path], out: Path) -> Path:

@@ -190,3 +190,27 @@ def test_export_never_replaces_its_checkpoint_or_another_kind_of_file(exported, 
         export.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--out", str(other), "--force"])
     assert other.read_bytes() == before
     assert export.is_exported_model(onnx_path) and export.is_exported_model(ts_path)
+
+
+def test_out_suffix_matches_the_format_and_a_misnamed_model_says_what_it_is(exported, tmp_path):
+    """Issue 21: ``--format onnx --out x.ts`` was accepted, and ``predict.py --model x.ts`` then said
+    'RuntimeError' with no reason. Mutations checked: without check_out_suffix the export writes x.ts; without the
+    content sniffing the loaders' errors name no reason (the old 'cannot read TorchScript model x.ts: RuntimeError')."""
+    checkpoint, onnx_path, ts_path = exported
+    for fmt, name in (("onnx", "x.ts"), ("torchscript", "x.onnx"), ("onnx", "x")):
+        with pytest.raises(UserError, match=rf"--out .*{name}: a {fmt} file is named"):
+            export.main(["--checkpoint", str(checkpoint), "--format", fmt, "--out", str(tmp_path / name)])
+        assert not (tmp_path / name).exists()
+    onnx_as_ts, ts_as_onnx = tmp_path / "onnx.ts", tmp_path / "ts.onnx"
+    onnx_as_ts.write_bytes(onnx_path.read_bytes())
+    ts_as_onnx.write_bytes(ts_path.read_bytes())
+    cases = ((onnx_as_ts, "not a TorchScript file: it is an ONNX model.*use a .onnx name"),
+             (ts_as_onnx, "not an ONNX model: it is a TorchScript file.*use a .ts name"),
+             (checkpoint, "is a PyTorch checkpoint, not an exported model: use predict.py --checkpoint"))
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.zeros((40, 40), np.uint8))
+    for path, message in cases:
+        with pytest.raises(UserError, match=message):
+            predict.main(["--model", str(path), "--images", str(images), "--out", str(tmp_path / "pred")])
+    assert not (tmp_path / "pred").exists()

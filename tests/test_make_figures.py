@@ -67,3 +67,28 @@ def test_output_file_rule(tmp_path, run_main, assert_one_line_error):
     cv2.imwrite(str(photo), cv2.imread(str(out))[:20, :20])  # a PNG that matplotlib did not write
     assert_one_line_error(run_main(figures.main, "architecture", "--out", photo, "--force"),
                           "is not a figure drawn by matplotlib")
+
+
+def test_each_curves_subcommand_refuses_the_other_kind_of_run(tmp_path):
+    """Issue 21: 'curves' on a pretrain.py run died on KeyError 'dice'; 'pretrain-curves' on a training run wrote an
+    empty figure (exit 0). Mutations checked: without check_run_kind the first call ends in a columns error that
+    does not name the run kind and the second writes a PNG; without the no-curves check an empty tensorboard/ gives
+    an empty figure."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    pretrain_run, train_run, empty = tmp_path / "pre", tmp_path / "seg", tmp_path / "empty"
+    for run, task, header in ((pretrain_run, "pretrain", "step,val_knn_accuracy\n0,0.5\n"),
+                              (train_run, "seg", "step,dice,accuracy\n3,0.4,0.6\n")):
+        run.mkdir()
+        (run / "config.yaml").write_text(f"task: {task}\nmethod: x\n")
+        (run / "metrics.csv").write_text(header)
+        with SummaryWriter(run / "tensorboard") as writer:
+            writer.add_scalar("loss/total" if task == "seg" else "loss/infonce", 1.0, 1)
+    with pytest.raises(UserError, match=r"is a pre-training run \(pretrain.py\).*make_figures.py pretrain-curves"):
+        figures.draw_curves([pretrain_run], tmp_path / "a.png")
+    with pytest.raises(UserError, match=r"is a training run \(seg_train.py\).*make_figures.py curves"):
+        figures.draw_pretrain_curves([train_run], tmp_path / "b.png")
+    (empty / "tensorboard").mkdir(parents=True)
+    with pytest.raises(UserError, match="none of the pre-training curves"):
+        figures.draw_pretrain_curves([empty], tmp_path / "c.png")
+    assert not any((tmp_path / name).exists() for name in ("a.png", "b.png", "c.png"))

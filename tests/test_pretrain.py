@@ -2,8 +2,10 @@
 its checks, one-line errors, torchrun. Tiny encoder (tu-test_resnet), 64×64, CPU, a few steps."""
 import csv
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -232,3 +234,121 @@ def test_run_folder_rules(split_with_val, smoke_run, tmp_path):
     with pytest.raises(UserError, match="seg_train.py, not of pretrain.py"):
         main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(tmp_path / "new"),
               "--resume", str(tmp_path / "seg.pt")])
+
+
+def fake_pretrain_run(folder, split, step, **pretrain):
+    """A pre-training run folder as the trainer leaves it (config.yaml, checkpoints/latest.pt at ``step``)."""
+    from Code.engine.checkpoint import save_checkpoint
+    from Code.engine.config import dump_config
+    from Code.pretraining.config import load_pretrain_config
+
+    config = load_pretrain_config(SMOKE, [{"data": {"split": str(split)}, "pretrain": pretrain}])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.yaml").write_text(dump_config(config))
+    save_checkpoint(folder / "checkpoints" / "latest.pt", {"model": {}, "config": config, "step": step})
+    return config
+
+
+def test_iters_extends_a_run_as_the_trainers_do(tmp_path):
+    """Issue 21: plain ``--iters`` was refused and ``--resume auto --iters 8`` silently kept 6. Mutations checked:
+    pretrain.py keeping its own rules (no iteration key: both refused / ignored); the schedule note dropped."""
+    from Code.pretraining.cli import build_parser, explicit_keys, resolve_config
+    from Code.pretraining.run_dir import prepare_pretrain_dir
+
+    def prepare(run, *argv):
+        args = build_parser().parse_args(["--config", SMOKE, "--data", str(tmp_path / "split"), "--out", str(run),
+                                          *argv])
+        return prepare_pretrain_dir(run, resolve_config(args), args.resume, args.force, explicit_keys(args))
+
+    run = tmp_path / "run"
+    fake_pretrain_run(run, tmp_path / "split", step=6)
+    plan = prepare(run, "--iters", "10")
+    assert plan.config["pretrain"]["iters"] == 10 and plan.checkpoint == run / "checkpoints" / "latest.pt"
+    (note,) = [n for n in plan.notes if "extending" in n]
+    assert "from 6 to 10 iterations at step 6" in note and "cosine" in note and "0.000 → 0.500" in note
+    fake_pretrain_run(run, tmp_path / "split", step=6)
+    plan = prepare(run, "--resume", "auto", "--iters", "8")
+    assert plan.config["pretrain"]["iters"] == 8
+    with pytest.raises(UserError, match="already at step 6"):
+        prepare(run, "--iters", "5")
+    with pytest.raises(UserError, match=r"different config \(differs in: .*pretrain.lr .*only --iters may change"):
+        prepare(run, "--set", "pretrain.lr=0.5")
+
+
+@pytest.mark.slow
+def test_extended_run_continues_to_the_new_end(split_with_val, smoke_run, tmp_path):
+    """A finished 6-step run extended with ``--iters 8`` trains steps 7 and 8 and rewrites encoder.pth."""
+    from Code.pretraining.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(smoke_run[0], run)
+    assert main(["--config", SMOKE, "--data", str(split_with_val), "--out", str(run), "--iters", "8"]) == 0
+    assert torch.load(run / "encoder.pth", weights_only=True)["step"] == 8
+    assert torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["scheduler"]["last_epoch"] == 8
+
+
+@pytest.mark.slow
+def test_background_sigint_saves_after_the_step_and_exits_130(split_with_val, tmp_path):
+    """Ctrl-C lost the steps since the last checkpoint, and a SIGINT to a background job (started by a
+    non-interactive shell with ``&``: SIGINT ignored) did nothing. The run here starts with SIGINT ignored, as such a
+    job, and has no checkpoint before step 100000. Mutations checked: no stop handlers in pretrain.py (the signal is
+    ignored: it runs on, 'did not stop'); the trainer's loop not checking ``stop_requested`` (never stops)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "Code" / "pretrain.py"), "--config", SMOKE, "--data", str(split_with_val),
+           "--out", str(run), "--iters", "100000", "--set", "monitor.every=100000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        for line in proc.stderr:  # the handlers are installed before this line is printed
+            if line.startswith("pre-training ") or not line:
+                break
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        try:  # one step and a checkpoint: seconds; an ignored signal would leave it running for hours
+            out, err = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("pretrain.py did not stop within 180 s of a SIGINT") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 130, err[-2000:]
+    step = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
+    assert 0 < step < 100000 and f"stopped at step {step}" in out and "--resume auto" in out
+    assert not (run / "encoder.pth").exists()
+
+
+def test_encoder_weights_from_a_training_or_pretraining_checkpoint(phantom_split, tmp_path, capsys):
+    """Issue 21: ``model.encoder_weights=RUN/checkpoints/best.pt`` printed PyTorch's multi-line weights-only text.
+    A checkpoint of seg_train.py/cls_train.py or pretrain.py gives its encoder (checked like encoder.pth); a file
+    that does not load with ``weights_only=True`` is one line. Mutations checked: the checkpoint branch removed
+    ("does not fit the encoder: unexpected keys"); the numpy RNG globals not allowed (the trainer's checkpoint is
+    refused); the recorded-encoder check skipped for checkpoints (a shape message instead of 'made for')."""
+    from Code.engine.builders import build_model
+    from Code.engine.checkpoint import save_checkpoint
+    from Code.engine.runtime import rng_state
+    from Code.models.encoders import build_encoder
+    from Code.pretraining.config import load_pretrain_config
+    from Code.pretraining.moco import ProjectionBranch
+    from helpers import smoke_config
+
+    config = smoke_config(phantom_split)
+    trained = build_model(config)
+    pretrained = ProjectionBranch("tu-test_resnet", 1, 32, 16, 2)
+    pre_config = load_pretrain_config(SMOKE)
+    for name, model, cfg in (("best.pt", trained, config), ("latest.pt", pretrained, pre_config)):
+        path = tmp_path / name  # as the trainers save it: numpy RNG state included
+        save_checkpoint(path, {"step": 3, "config": cfg, "model": model.state_dict(), "rng": [rng_state()]})
+        loaded = build_encoder("tu-test_resnet", 1, str(path))
+        for key, value in loaded.state_dict().items():
+            assert torch.equal(value, model.encoder.state_dict()[key]), (name, key)
+        assert f"taking the encoder of {path}" in capsys.readouterr().err
+        with pytest.raises(UserError, match=r"made for encoder 'tu-test_resnet' with 1 input.*with 3"):
+            build_encoder("tu-test_resnet", 3, str(path))
+
+    unsafe = tmp_path / "pickled.pt"
+    torch.save({"model": {}, "hook": print}, unsafe)
+    with pytest.raises(UserError) as refused:
+        build_encoder("tu-test_resnet", 1, str(unsafe))
+    message = str(refused.value)
+    assert "\n" not in message and "weights_only=False" not in message and str(unsafe) in message

@@ -315,3 +315,18 @@ def test_sealed_runs_take_test_from_final_metrics_and_test_curves_are_named(tmp_
     assert "skipping" in captured.err and "fixmatch_n8_s0: no test metrics" in captured.err
     assert report.main([str(tmp_path), "--select", "final", "--out", str(tmp_path / "final")]) == 0
     assert _table(capsys.readouterr().out, "Dice (%)")[3] == ["hermes", "70.00 (n = 1)"]
+
+
+def test_a_pretraining_run_is_named_as_such(tmp_path):
+    """Issue 21: report.py on a pretrain.py run said "skipping unfinished run". Named: a one-line refusal saying
+    what it is; found below a folder of runs: left out, and counted when nothing else is left. Mutation checked:
+    without the task check the named run is 'skipped as unfinished' and the folder reports 'no finished runs'."""
+    pre = tmp_path / "runs" / "pretrain_s0"
+    pre.mkdir(parents=True)
+    (pre / "config.yaml").write_text(yaml.safe_dump({"task": "pretrain", "method": "mocov2", "seed": 0}))
+    (pre / "metrics.csv").write_text("step,val_knn_accuracy,val_knn_balanced_accuracy\n0,0.5,0.5\n")
+    with pytest.raises(report.UserError, match=r"is a pre-training run \(pretrain.py\), not a training run; "
+                                               r"report.py reads seg_train/cls_train runs"):
+        report.main([str(pre)])
+    with pytest.raises(report.UserError, match=r"no runs .*\(1 pre-training run\(s\) of pretrain.py left out\)"):
+        report.main([str(tmp_path / "runs")])

@@ -252,3 +252,37 @@ def test_group_signal_with_loader_workers_saves(phantom_split, tmp_path, sig):
     assert "exited unexpectedly" not in err and "killed by signal" not in err
     step = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)["step"]
     assert 0 < step < 400 and f"stopped at step {step}" in out
+
+
+def test_messages_name_the_script_every_key_and_a_fitting_hint(tmp_path):
+    """Issue 21 (messages). Mutations checked: the old ``{task}_train.py`` wording ('pretrain_train.py'); the key
+    list cut at 4 without a count; the fork hint suggesting "another --out" when a new --out was given."""
+    config = smoke_config(tmp_path / "split")
+    pretrain_ckpt = tmp_path / "pre.pt"
+    save_checkpoint(pretrain_ckpt, {"model": {}, "config": dict(config, task="pretrain"), "step": 2})
+    with pytest.raises(UserError, match=r"checkpoint of pretrain\.py, not of seg_train\.py"):
+        prepare_run_dir(tmp_path / "new", config, str(pretrain_ckpt), force=False)
+
+    run = fake_run(tmp_path / "run", config, step=3)
+    changed = smoke_config(tmp_path / "split")
+    keys = []
+    for section in ("contrast", "loss"):  # every number of two sections differs
+        for key, value in changed[section].items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                changed[section][key] = value + 1
+                keys.append(f"{section}.{key}")
+    keys.sort()
+    assert len(keys) > 8
+    with pytest.raises(UserError) as refused:
+        prepare_run_dir(run, changed, None, False, set(keys))
+    message = str(refused.value)
+    assert all(k in message for k in keys[:8]) and keys[8] not in message
+    assert f"and {len(keys) - 8} more" in message
+
+    other_method = dict(smoke_config(tmp_path / "split"), method="fixmatch")
+    with pytest.raises(UserError) as refused:
+        prepare_run_dir(tmp_path / "fork", other_method, str(run / "checkpoints" / "latest.pt"), False, {"method"})
+    message = str(refused.value)
+    assert "method (saved 'hermes', asked 'fixmatch')" in message
+    assert "another --out" not in message and "leave out --resume" in message
+    assert not (tmp_path / "fork").exists()

@@ -1,12 +1,12 @@
 """Command line of the two entry scripts: parse, resolve the config, prepare the run folder, train, report.
 
 Run-folder rules (new, same config, other config, not a run × plain, ``--resume``, ``--force``) are those of
-:mod:`Code.engine.run_folder`; SIGINT / SIGTERM save ``latest.pt`` and print how to continue.
+:mod:`Code.engine.run_folder`; SIGINT / SIGTERM save ``latest.pt`` and print how to continue
+(:mod:`Code.engine.stop_signals`).
 """
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -16,6 +16,7 @@ import torch
 from Code.engine.config import CONFIG_DIR, METHODS, load_config, parse_set_option
 from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
 from Code.engine.run_folder import flat_keys, prepare_run_dir
+from Code.engine.stop_signals import exit_status, stop_on_signals
 from Code.errors import UserError
 
 ENTRY_DEFAULTS = {
@@ -119,18 +120,6 @@ def main(argv: Optional[Sequence[str]], task: str) -> int:
         cleanup_distributed()
 
 
-def install_stop_handlers(trainer) -> dict:
-    """SIGINT / SIGTERM ask the trainer to save ``latest.pt`` after the current step and stop (a second Ctrl-C
-    interrupts at once). Single-process runs only: under torchrun the ranks would not stop at the same step."""
-    def request_stop(signum, _frame):
-        trainer.stop_requested = True
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        print(f"\n{signal.Signals(signum).name}: saving latest.pt after this step (Ctrl-C again to abort)",
-              file=sys.stderr, flush=True)
-
-    return {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-
-
 def _train(plan, run_dir, device, dist, stop_after) -> int:
     from Code.engine.checkpoint import load_checkpoint
     from Code.engine.trainer import Trainer, format_metrics
@@ -144,16 +133,14 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
         trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
-    previous = install_stop_handlers(trainer) if not dist.enabled else {}
-    if dist.is_main:
-        print(f"run {run_dir}: method {config['method']}, data {trainer.split} (N={trainer.labels}), "
-              f"{config['train']['iters']} iterations on {device}", file=sys.stderr, flush=True)
-    try:
-        result = trainer.fit(stop_after=stop_after)
-    finally:
-        trainer.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    with stop_on_signals(trainer, enabled=not dist.enabled):
+        if dist.is_main:
+            print(f"run {run_dir}: method {config['method']}, data {trainer.split} (N={trainer.labels}), "
+                  f"{config['train']['iters']} iterations on {device}", file=sys.stderr, flush=True)
+        try:
+            result = trainer.fit(stop_after=stop_after)
+        finally:
+            trainer.close()
     if dist.is_main:
         if result.get("stopped"):
             print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir} "
@@ -167,4 +154,4 @@ def _train(plan, run_dir, device, dist, stop_after) -> int:
             else:
                 print(f"test metrics at the val-chosen step ({best['step']}): {format_metrics(best)}")
             print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
-    return 130 if result.get("stopped") and trainer.stop_requested else 0
+    return exit_status(result, trainer)

@@ -29,6 +29,7 @@ METADATA_KEY = "hermes"
 TORCHSCRIPT_EXTRA = "hermes.json"
 INPUT_NAME, OUTPUT_NAMES = "image", ("lesion_prob", "class_prob")
 FORMATS = ("onnx", "torchscript")
+SUFFIXES = {"onnx": (".onnx",), "torchscript": (".ts", ".pt")}  # predict.py --model: .onnx → ONNX, else TorchScript
 MAX_SIDE = 8192  # largest spatial size the ONNX graph is exported for (dynamic up to this)
 
 
@@ -127,7 +128,7 @@ def read_onnx_metadata(path: Union[str, Path]) -> Dict[str, Any]:
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several kinds for a damaged file
-        raise UserError(f"cannot read ONNX model {path}: {type(exc).__name__}") from None
+        raise UserError(_unreadable(path, "onnx", exc)) from None
     props = {p.key: p.value for p in model.metadata_props}
     if METADATA_KEY not in props:
         raise UserError(f"{path} has no '{METADATA_KEY}' metadata (not exported by Code/export.py)")
@@ -141,8 +142,49 @@ def load_torchscript(path: Union[str, Path]) -> Tuple[torch.jit.ScriptModule, Di
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
             module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    except Exception as exc:
-        raise UserError(f"cannot read TorchScript model {path}: {type(exc).__name__}") from None
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(_unreadable(path, "torchscript", exc)) from None
     if not extra[TORCHSCRIPT_EXTRA]:
         raise UserError(f"{path} has no {TORCHSCRIPT_EXTRA} (not exported by Code/export.py)")
     return module.eval(), json.loads(extra[TORCHSCRIPT_EXTRA])
+
+
+def check_out_suffix(out: Path, fmt: str) -> None:
+    """UserError unless ``out`` is named as a ``fmt`` file (:data:`SUFFIXES`): ``predict.py --model`` picks the
+    runtime by the name."""
+    wanted = SUFFIXES[fmt]
+    if Path(out).suffix.lower() not in wanted:
+        raise UserError(f"--out {out}: a {fmt} file is named *{' or *'.join(wanted)} (predict.py --model picks the "
+                        f"runtime by the name); e.g. --out {Path(out).with_suffix(wanted[0])}")
+
+
+def sniff_model_file(path: Union[str, Path]) -> str:
+    """What ``path`` holds, by its content: ``torchscript``, ``checkpoint`` (a ``torch.save`` archive), ``onnx``
+    or ``unknown``."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return "torchscript" if any("/code/" in n or n.endswith("/constants.pkl") for n in names) else "checkpoint"
+    try:
+        import onnx
+
+        return "onnx" if len(onnx.load(str(path), load_external_data=False).graph.node) else "unknown"
+    except Exception:  # noqa: BLE001 — not ONNX either
+        return "unknown"
+
+
+def _unreadable(path: Union[str, Path], expected: str, exc: Exception) -> str:
+    """The one-line reason why ``path`` does not load as an ``expected`` (``onnx``/``torchscript``) model."""
+    found = sniff_model_file(path)
+    if found == "checkpoint":
+        return (f"{path} is a PyTorch checkpoint, not an exported model: use predict.py --checkpoint {path}, or "
+                "export it with Code/export.py")
+    if found == "onnx" and expected == "torchscript":
+        return f"{path} is not a TorchScript file: it is an ONNX model (is it named wrongly? use a .onnx name)"
+    if found == "torchscript" and expected == "onnx":
+        return f"{path} is not an ONNX model: it is a TorchScript file (is it named wrongly? use a .ts name)"
+    name = "ONNX model" if expected == "onnx" else "TorchScript model"
+    reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else "unreadable"
+    return f"cannot read {name} {path}: {type(exc).__name__}: {reason}"

@@ -1,4 +1,5 @@
-"""Run-folder rules of ``seg_train.py`` / ``cls_train.py``: what happens to ``--out`` before training starts.
+"""Run-folder rules of ``seg_train.py`` / ``cls_train.py`` (and ``pretrain.py``, through
+Code/pretraining/run_dir.py): what happens to ``--out`` before training starts.
 
 A folder is in one of four states (:func:`folder_state`):
 
@@ -9,7 +10,8 @@ A folder is in one of four states (:func:`folder_state`):
 - ``foreign``: anything else that is not empty (never written to, never deleted).
 
 Rules (README "Run folders"): a ``run`` with the same config continues from ``latest.pt``; one whose config differs
-only in ``train.iters`` (given as a flag) is extended or shortened (never below its current step); any other
+only in ``train.iters`` (given as a flag) is extended or shortened (never below its current step;
+Code/engine/reconcile.py, where ``pretrain.iters`` plays that part for ``pretrain.py``); any other
 difference is refused unless ``--resume`` (continue with the saved config; flags that contradict it are refused,
 never ignored) or ``--force`` (delete and start over). ``--resume PATH`` continues the run of ``--out`` when PATH is
 its own ``latest.pt``, and otherwise starts a *new* run folder from PATH's state (refused if ``--out`` holds another
@@ -23,42 +25,23 @@ import csv
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Set, Tuple
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 import yaml
 
 from Code.engine.config import dump_config
+from Code.engine.reconcile import (FREE_TO_CHANGE, Entry, RunPlan, describe_iters_change, differences,  # noqa: F401
+                                   get_dotted, reconcile)
+from Code.engine.run_kind import script_of
 from Code.errors import UserError
 from Code.outputs import REPO_ROOT, check_replaceable  # noqa: F401 (REPO_ROOT: re-exported)
 
 ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "test_predictions_final.csv",
              "test_predictions_best.csv", "tensorboard", "checkpoints")
 END_OF_RUN = ARTEFACTS[3:6]  # the sealed test's outputs: stale once the run is extended
-FREE_TO_CHANGE = {"device"}  # resuming on another device is fine: the new value is used
-
-
-@dataclass
-class RunPlan:
-    """What ``prepare_run_dir`` decided: the config to train with, the checkpoint to load (or None), whether that
-    checkpoint comes from elsewhere (``fork``: metrics history and best.pt start afresh) and notes for the user."""
-    config: Dict[str, Any]
-    checkpoint: Optional[Path] = None
-    fork: bool = False
-    notes: List[str] = field(default_factory=list)
-
-
-def differences(a: Dict[str, Any], b: Dict[str, Any], prefix: str = "") -> List[str]:
-    """Dotted keys whose values differ between two nested dicts."""
-    out = []
-    for key in sorted(set(a) | set(b)):
-        va, vb = a.get(key), b.get(key)
-        if isinstance(va, dict) and isinstance(vb, dict):
-            out.extend(differences(va, vb, f"{prefix}{key}."))
-        elif va != vb:
-            out.append(f"{prefix}{key}")
-    return out
+TRAIN_ENTRY = Entry("train.iters", describe_iters_change, stale=END_OF_RUN,
+                    history="its metrics.csv and best.pt start afresh here")
 
 
 def flat_keys(overrides: Iterable[Dict[str, Any]], prefix: str = "") -> Set[str]:
@@ -71,12 +54,6 @@ def flat_keys(overrides: Iterable[Dict[str, Any]], prefix: str = "") -> Set[str]
             else:
                 keys.add(f"{prefix}{key}")
     return keys
-
-
-def _get(config: Dict[str, Any], dotted: str) -> Any:
-    for part in dotted.split("."):
-        config = config.get(part, {}) if isinstance(config, dict) else None
-    return config
 
 
 def read_saved_config(run_dir: Path) -> Optional[Dict[str, Any]]:
@@ -104,9 +81,6 @@ def _inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-SCRIPTS = {"seg": "seg_train.py", "cls": "cls_train.py", "pretrain": "pretrain.py"}  # task → its entry script
-
-
 def check_force_target(run_dir: Path, config: Dict[str, Any], resume_from: Optional[Path]) -> None:
     """UserError unless ``run_dir`` may be deleted by ``--force``: a run folder of this task (its ``config.yaml``
     is the run folder's marker) holding no input (the data split, the checkpoint to resume from, the encoder
@@ -116,10 +90,10 @@ def check_force_target(run_dir: Path, config: Dict[str, Any], resume_from: Optio
     weights = config.get("model", {}).get("encoder_weights")
     if weights and weights != "imagenet":
         inputs.append((weights, f"the encoder weights {weights}"))
-    script = SCRIPTS.get(config.get("task"), f"{config.get('task')}_train.py")
+    script = script_of(config.get("task"))
     saved = read_saved_config(run_dir) if run_dir.is_dir() else None
     if saved is not None and saved.get("task") != config.get("task"):
-        other = SCRIPTS.get(saved.get("task"), str(saved.get("task")))
+        other = script_of(saved.get("task"))
         raise UserError(f"--force refused: {run_dir} holds a run of {other}; {script} replaces only its own runs: "
                         "choose another --out")
     check_replaceable(run_dir, script, inputs, owned=folder_state(run_dir) != "foreign",
@@ -164,54 +138,9 @@ def _checkpoint_info(path: Path, task: str) -> Dict[str, Any]:
                         "from its checkpoints/latest.pt")
     saved_task = state["config"].get("task")
     if saved_task != task:
-        raise UserError(f"{path} is a checkpoint of {saved_task}_train.py; resume it with that script")
+        raise UserError(f"{path} is a checkpoint of {script_of(saved_task)}, not of {script_of(task)}; resume it "
+                        "with that script")
     return {"config": state["config"], "step": int(state.get("step") or 0)}
-
-
-def _reconcile(saved: Dict[str, Any], asked: Dict[str, Any], explicit: Set[str], step: int, where: str,
-               keep_saved: bool) -> RunPlan:
-    """Config to continue a run saved as ``saved`` at ``step`` when ``asked`` was requested.
-
-    ``train.iters`` given explicitly extends (or shortens, not below ``step``); ``device`` follows the request;
-    other differences are refused — unless ``keep_saved`` (``--resume``) and none of them was asked for explicitly,
-    in which case the saved values are kept and listed in a note."""
-    diff = differences(saved, asked)
-    config = yaml.safe_load(dump_config(saved))
-    plan = RunPlan(config)
-    for key in [k for k in diff if k in FREE_TO_CHANGE]:
-        config[key] = asked[key]
-        plan.notes.append(f"{key}: {saved.get(key)} → {asked[key]}")
-    diff = [k for k in diff if k not in FREE_TO_CHANGE]
-    if "train.iters" in diff and "train.iters" in explicit:
-        diff.remove("train.iters")
-        plan.notes.append(describe_iters_change(saved, asked["train"]["iters"], step, where))
-        config["train"]["iters"] = asked["train"]["iters"]
-    if not diff:
-        return plan
-    clashing = [k for k in diff if k in explicit or "*" in explicit]
-    if not keep_saved or clashing:
-        shown = ", ".join(f"{k} (saved {_get(saved, k)!r}, asked {_get(asked, k)!r})" for k in (clashing or diff)[:4])
-        hint = ("drop those flags to continue it with its saved config, or use --force or another --out to start "
-                "a new run with them") if keep_saved else \
-            ("only --iters may change on an existing run: to continue it, run it without the other changes (or "
-             "--resume auto without them); --force starts over")
-        raise UserError(f"{where} holds a run with a different config (differs in: {shown}); {hint}")
-    plan.notes.append(f"continuing with the saved config of {where}; not taken from the defaults: {', '.join(diff[:6])}")
-    return plan
-
-
-def describe_iters_change(saved: Dict[str, Any], iters: int, step: int, where: str) -> str:
-    """Check and describe a change of ``train.iters`` on a run at ``step`` (the poly schedule is recomputed)."""
-    old, power = saved["train"]["iters"], saved["train"]["poly_power"]
-    if iters < step:
-        raise UserError(f"--iters {iters}: {where} is already at step {step}; it can be extended or shortened to "
-                        f"no fewer than {step} iterations")
-    before = max(0.0, 1.0 - step / old) ** power
-    after = max(0.0, 1.0 - step / iters) ** power
-    verb = "extending" if iters > old else "shortening"
-    return (f"{verb} {where} from {old} to {iters} iterations at step {step}: the poly learning-rate schedule is "
-            f"stretched to {iters} iterations from step {step} (lr factor {before:.3f} → {after:.3f}, reaching 0 at "
-            f"step {iters})")
 
 
 def open_run_folder(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
@@ -240,10 +169,12 @@ def open_run_folder(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
 
 
 def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
-                    explicit: Set[str] = frozenset()) -> RunPlan:
+                    explicit: Set[str] = frozenset(), entry: Entry = TRAIN_ENTRY) -> RunPlan:
     """Apply the run-folder rules to ``run_dir``; write its ``config.yaml``; return the :class:`RunPlan`.
 
-    ``explicit``: dotted config keys the user set by a flag or ``--set`` (``"*"``: all, when ``--config`` is given)."""
+    ``explicit``: dotted config keys the user set by a flag or ``--set`` (``"*"``: all, when ``--config`` is given);
+    ``entry``: the entry script's iteration key and schedule note (default: the trainers'; pretrain.py passes its
+    own, Code/pretraining/run_dir.py)."""
     run_dir = Path(run_dir)
     resume_path, resume, state = open_run_folder(run_dir, config, resume, force)
     if resume_path is not None:
@@ -254,21 +185,21 @@ def prepare_run_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str]
                                "--out" if own else "another run; resume into a new --out (or --force to replace "
                                                    "that run)"))
         info = _checkpoint_info(resume_path, config["task"])
-        plan = _reconcile(info["config"], config, explicit, info["step"], str(resume_path), keep_saved=True)
+        plan = reconcile(info["config"], config, explicit, info["step"], str(resume_path), "fork", entry,
+                         out=str(run_dir))
         plan.checkpoint, plan.fork = resume_path, True
-        plan.notes.append(f"starting {run_dir} from {resume_path} (step {info['step']}); its metrics.csv and best.pt "
-                          "start afresh here")
+        plan.notes.append(f"starting {run_dir} from {resume_path} (step {info['step']}); {entry.history}")
     elif state == "run":
         latest = run_dir / "checkpoints" / "latest.pt"
         info = _checkpoint_info(latest, config["task"])
-        plan = _reconcile(read_saved_config(run_dir), config, explicit, info["step"], str(run_dir),
-                          keep_saved=resume == "auto")
+        plan = reconcile(read_saved_config(run_dir), config, explicit, info["step"], str(run_dir),
+                         "auto" if resume == "auto" else "plain", entry)
         plan.checkpoint = latest
         dropped = truncate_metrics(run_dir, info["step"])
         if dropped:
             plan.notes.append(f"dropped {dropped} metrics.csv row(s) written after the checkpoint's step {info['step']}")
-        if plan.config["train"]["iters"] != info["config"]["train"]["iters"]:
-            for name in END_OF_RUN:  # test is scored again at the new end
+        if get_dotted(plan.config, entry.iters_key) != get_dotted(info["config"], entry.iters_key):
+            for name in entry.stale:  # test is scored again at the new end
                 (run_dir / name).unlink(missing_ok=True)
     else:
         plan = RunPlan(config)

@@ -11,11 +11,16 @@
   ``in_channels=1``, as smp does for its own pretrained weights. A file that records the encoder it was made for
   (``encoder_name`` and ``in_channels`` beside its ``state_dict``, as ``Code/pretrain.py`` writes ``encoder.pth``)
   is refused in one line when they differ from the model's.
+* a Hermes checkpoint (``best.pt``/``latest.pt`` of ``seg_train.py``/``cls_train.py``, ``latest.pt`` of
+  ``pretrain.py``): its encoder's weights are taken (with a note), after the same check against the encoder name
+  and channels of its saved config. Files are read with ``weights_only=True`` (no code from the file runs); one
+  that does not load so is a one-line error.
 """
 from __future__ import annotations
 
 import os
 import socket
+import sys
 from pathlib import Path
 from urllib.parse import urlparse
 from typing import Dict, Optional
@@ -109,19 +114,68 @@ def _check_recorded_encoder(raw, path: str, encoder_name: Optional[str], in_chan
             f"data.in_channels); use the same settings, or pre-train again with them")
 
 
+def _safe_globals() -> list:
+    """What a Hermes training checkpoint needs beyond tensors to load with ``weights_only=True``: the numpy RNG
+    state (arrays of uint32)."""
+    import numpy as np
+
+    core = getattr(np, "_core", None) or np.core
+    return [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+def _load_weights_file(path: str):
+    """The object in ``path``, loaded without running code from the file (``weights_only=True``); one line if not."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        try:
+            return load_file(path, device="cpu")
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"model.encoder_weights: cannot read {path}: {type(exc).__name__}: "
+                            f"{_first_line(exc)}") from None
+    try:
+        with torch.serialization.safe_globals(_safe_globals()):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 — PyTorch's multi-line advice (weights_only=False) is not for users
+        raise UserError(f"model.encoder_weights: cannot read {path} as weights ({type(exc).__name__}): it must be "
+                        "an encoder state dict, a pretrain.py encoder.pth or a checkpoint of seg_train.py, "
+                        "cls_train.py or pretrain.py") from None
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+
+
+def _checkpoint_encoder(state: dict, path: str, encoder_name: Optional[str], in_channels: Optional[int]) -> dict:
+    """The encoder part (``encoder.*`` of ``model``) of a Hermes checkpoint (seg_train.py / cls_train.py
+    ``best.pt``/``latest.pt``, pretrain.py ``latest.pt``), after checking its encoder name and channels."""
+    from Code.engine.checkpoint import clean_state_dict
+    from Code.engine.run_kind import script_of
+
+    config = state["config"]
+    recorded = {"encoder_name": config.get("model", {}).get("encoder_name"),
+                "in_channels": config.get("data", {}).get("in_channels")}
+    if in_channels is not None:
+        _check_recorded_encoder(recorded, path, encoder_name, in_channels)
+    model = clean_state_dict(state["model"])
+    encoder = {k[len("encoder."):]: v for k, v in model.items() if k.startswith("encoder.")}
+    if not encoder:
+        raise UserError(f"model.encoder_weights: {path} is a checkpoint of {script_of(config.get('task'))} without "
+                        "encoder weights")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"note: model.encoder_weights: taking the encoder of {path} (a checkpoint of "
+              f"{script_of(config.get('task'))}, step {state.get('step')}); its other weights are not used",
+              file=sys.stderr)
+    return encoder
+
+
 def _read_state_dict(path: str, encoder_name: Optional[str] = None,
                      in_channels: Optional[int] = None) -> Dict[str, torch.Tensor]:
     if not Path(path).is_file():
         raise UserError(f"model.encoder_weights: file not found: {path}")
-    try:
-        if path.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(path, device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"model.encoder_weights: cannot read {path}: {type(exc).__name__}: {exc}") from None
-    if in_channels is not None:
+    state = _load_weights_file(path)
+    if isinstance(state, dict) and isinstance(state.get("config"), dict) and isinstance(state.get("model"), dict):
+        state = _checkpoint_encoder(state, path, encoder_name, in_channels)
+    elif in_channels is not None:
         _check_recorded_encoder(state, path, encoder_name, in_channels)
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -1,21 +1,25 @@
 """Command line of ``Code/pretrain.py``: parse, resolve the config, prepare the run folder, pre-train, export.
 
-Run-folder rules: Code/pretraining/run_dir.py (the trainers' rules: the same config resumes from
-``checkpoints/latest.pt``; another config is refused unless ``--resume auto`` or ``--force``; a folder that is not
-a run is never written to or deleted).
+Run-folder rules: Code/pretraining/run_dir.py (the trainers' rules and code: the same config resumes from
+``checkpoints/latest.pt``; ``--iters K`` extends or shortens a run, with or without ``--resume auto``; another
+config is refused unless ``--resume auto`` or ``--force``; a folder that is not a run is never written to or
+deleted). SIGINT / SIGTERM save ``latest.pt`` after the current step and exit 130, as the trainers
+(Code/engine/stop_signals.py).
 """
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
 from Code.engine.cli import add_run_control_arguments, common_flags, select_device
 from Code.engine.config import parse_set_option
 from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
+from Code.engine.run_folder import flat_keys
+from Code.engine.stop_signals import exit_status, stop_on_signals
 from Code.pretraining.config import load_pretrain_config
 from Code.pretraining.run_dir import prepare_pretrain_dir
 
@@ -36,10 +40,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def overrides(args: argparse.Namespace) -> List[Dict[str, Any]]:
+    """The config overrides given on the command line: the flags, then each ``--set`` item."""
+    return [common_flags(args, ("seed", "device"), "pretrain")] + [parse_set_option(item) for item in args.set]
+
+
 def resolve_config(args: argparse.Namespace) -> Dict[str, Any]:
     """configs/pretrain.yaml ← ``--config`` ← flags ← ``--set``."""
-    flags = common_flags(args, ("seed", "device"), "pretrain")
-    return load_pretrain_config(args.config, [flags] + [parse_set_option(item) for item in args.set])
+    return load_pretrain_config(args.config, overrides(args))
+
+
+def explicit_keys(args: argparse.Namespace) -> set:
+    """Dotted keys the user chose (flags, ``--set``; ``"*"`` for all when ``--config`` names a file)."""
+    return flat_keys(overrides(args)) | ({"*"} if args.config else set())
 
 
 def default_run_dir(config: Dict[str, Any]) -> Path:
@@ -59,7 +72,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         run_dir = Path(args.out) if args.out else default_run_dir(config)
         def prepare():
             from Code.pretraining.data import resolve_pretrain_sources
-            plan = prepare_pretrain_dir(run_dir, config, args.resume, args.force)
+            plan = prepare_pretrain_dir(run_dir, config, args.resume, args.force, explicit_keys(args))
             resolve_pretrain_sources(plan.config)  # builds the built-in phantom once, before other ranks
             return plan
 
@@ -82,19 +95,21 @@ def _pretrain(plan, run_dir, device, dist, stop_after) -> int:
         trainer.logger.purge_after(trainer.step)
         if dist.is_main:
             print(f"resuming {run_dir} from step {trainer.step} ({checkpoint})", file=sys.stderr)
-    if dist.is_main:
-        sources = trainer.sources
-        print(f"pre-training {config['model']['encoder_name']} on {len(sources.images)} train images of "
-              f"{sources.split} (budgets {', '.join(map(str, sources.budgets))}; k-NN monitor: "
-              f"{'val/ against ' + str(sources.knn_bank) if sources.val else 'off, the split has no val/'}), "
-              f"{config['pretrain']['iters']} iterations on {device}", file=sys.stderr)
-    try:
-        result = trainer.fit(stop_after=stop_after)
-    finally:
-        trainer.close()
+    with stop_on_signals(trainer, enabled=not dist.enabled):
+        if dist.is_main:
+            sources = trainer.sources
+            print(f"pre-training {config['model']['encoder_name']} on {len(sources.images)} train images of "
+                  f"{sources.split} (budgets {', '.join(map(str, sources.budgets))}; k-NN monitor: "
+                  f"{'val/ against ' + str(sources.knn_bank) if sources.val else 'off, the split has no val/'}), "
+                  f"{config['pretrain']['iters']} iterations on {device}", file=sys.stderr, flush=True)
+        try:
+            result = trainer.fit(stop_after=stop_after)
+        finally:
+            trainer.close()
     if dist.is_main:
         if result.get("stopped"):
-            print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir}")
+            print(f"stopped at step {result['step']}; continue with --resume auto --out {run_dir} "
+                  "(or run the same command again)", flush=True)
         else:
             knn = result["knn"]
             if knn:
@@ -104,4 +119,4 @@ def _pretrain(plan, run_dir, device, dist, stop_after) -> int:
                   f"--set model.encoder_weights={result['encoder']} (model.encoder_name="
                   f"{config['model']['encoder_name']}, data.in_channels={config['data']['in_channels']})")
             print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'tensorboard'})")
-    return 0
+    return exit_status(result, trainer)

@@ -1,8 +1,11 @@
-"""Run-folder rules of ``pretrain.py``: the trainers' rules (Code/engine/run_folder.py), on the pre-training config.
+"""Run-folder rules of ``pretrain.py``: the trainers' rules and implementation (Code/engine/run_folder.py,
+Code/engine/reconcile.py) with ``pretrain.iters`` as the iteration count.
 
 - a new or empty ``--out`` starts a run; one that stopped before its first checkpoint is started afresh;
-- a run with the same config continues from ``checkpoints/latest.pt`` (``device`` may change); another config is
-  refused unless ``--resume auto`` (continue with the saved config) or ``--force`` (delete and start over);
+- a run with the same config continues from ``checkpoints/latest.pt`` (``device`` may change); ``--iters K`` (or
+  ``--set pretrain.iters=K``) extends or shortens it, not below its current step, also with ``--resume auto``; other
+  differences are refused unless ``--resume auto`` without them (continue with the saved config) or ``--force``
+  (delete and start over);
 - ``--resume PATH`` (a pre-training checkpoint other than ``--out``'s own) starts a new ``--out`` from PATH's state;
 - ``--force`` never deletes a folder that is not a run, or that contains the data split, the repository or PATH;
 - ``metrics.csv`` rows written after the checkpoint's step (a run killed in between) are dropped on resume.
@@ -10,48 +13,31 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Set
 
-from Code.engine.checkpoint import load_checkpoint
-from Code.engine.run_folder import (FREE_TO_CHANGE, RunPlan, commit_plan, differences, open_run_folder,
-                                    read_saved_config, truncate_metrics)
-from Code.errors import UserError
-
-TASK = "pretrain"
+from Code.engine.reconcile import Entry, RunPlan
+from Code.engine.run_folder import prepare_run_dir
 
 
-def _checkpoint(path: Path) -> Dict[str, Any]:
-    state = load_checkpoint(path)
-    if state["config"].get("task") != TASK:
-        raise UserError(f"{path} is a checkpoint of {state['config'].get('task')}_train.py, not of pretrain.py")
-    return state
+def describe_pretrain_iters_change(saved: Dict[str, Any], iters: int, step: int, where: str) -> str:
+    """The note on a change of ``pretrain.iters`` at ``step``: the warm-up is kept and the cosine decay is
+    stretched, factor(t) = ½(1 + cos(π·(t − W)/(K − W))) from the warm-up's end W to the new end K."""
+    from Code.pretraining.trainer import warmup_cosine
+
+    old, warmup = saved["pretrain"]["iters"], saved["pretrain"]["warmup_iters"]
+    before, after = warmup_cosine(warmup, old)(step), warmup_cosine(warmup, iters)(step)
+    verb = "extending" if iters > old else "shortening"
+    return (f"{verb} {where} from {old} to {iters} iterations at step {step}: the cosine learning-rate decay is "
+            f"stretched to end at step {iters} (the {warmup}-step warm-up unchanged; lr factor {before:.3f} → "
+            f"{after:.3f}, reaching 0 at step {iters}); encoder.pth is rewritten at the new end")
 
 
-def prepare_pretrain_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool) -> RunPlan:
-    """Apply the rules of the module docstring; write ``run_dir/config.yaml``; return the :class:`RunPlan`."""
-    run_dir = Path(run_dir)
-    resume_path, resume, state = open_run_folder(run_dir, config, resume, force)
-    if resume_path is not None:
-        if state == "run":
-            raise UserError(f"--resume {resume_path}: {run_dir} already holds a run; resume into a new --out")
-        saved = _checkpoint(resume_path)
-        plan = RunPlan(saved["config"], resume_path, fork=True,
-                       notes=[f"starting {run_dir} from {resume_path} (step {saved['step']})"])
-    elif state == "run":
-        latest = run_dir / "checkpoints" / "latest.pt"
-        step = int(_checkpoint(latest).get("step") or 0)
-        saved = read_saved_config(run_dir)
-        diff = [k for k in differences(saved, config) if k not in FREE_TO_CHANGE]
-        if diff and resume != "auto":
-            raise UserError(f"{run_dir} holds a run with a different config (differs in: {', '.join(diff[:6])}); "
-                            "add --resume auto to continue it with its saved config, or --force to start over")
-        saved.update({key: config[key] for key in FREE_TO_CHANGE})
-        plan = RunPlan(saved, latest)
-        if diff:
-            plan.notes.append(f"continuing with the saved config of {run_dir}; ignored: {', '.join(diff[:6])}")
-        dropped = truncate_metrics(run_dir, step)
-        if dropped:
-            plan.notes.append(f"dropped {dropped} metrics.csv row(s) written after the checkpoint's step {step}")
-    else:
-        plan = RunPlan(config)
-    return commit_plan(run_dir, plan)
+PRETRAIN_ENTRY = Entry("pretrain.iters", describe_pretrain_iters_change,
+                       history="its metrics.csv (k-NN history) starts afresh here")
+
+
+def prepare_pretrain_dir(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
+                         explicit: Set[str] = frozenset()) -> RunPlan:
+    """Apply the rules of the module docstring; write ``run_dir/config.yaml``; return the :class:`RunPlan`.
+    ``explicit``: dotted config keys the user set (a flag, ``--set``; ``"*"`` for all with ``--config``)."""
+    return prepare_run_dir(run_dir, config, resume, force, explicit, entry=PRETRAIN_ENTRY)

@@ -119,6 +119,7 @@ class PretrainTrainer:
         self.logger = RunLogger(self.run_dir, (), enabled=dist.is_main, val_keys=KNN_KEYS)
         self.window = ScalarWindow()
         self.step, self.last_knn = 0, None
+        self.stop_requested = False  # set by a signal handler (Code/engine/stop_signals.py): save, then stop
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self, rngs: Optional[list] = None) -> Dict[str, Any]:
@@ -146,7 +147,8 @@ class PretrainTrainer:
 
     # ----------------------------------------------------------------------------------------------- loop
     def fit(self, stop_after: Optional[int] = None) -> Dict[str, Any]:
-        """Train to ``pretrain.iters`` (or save and stop at ``stop_after``), then write ``encoder.pth``."""
+        """Train to ``pretrain.iters`` (or save and stop at ``stop_after``, or after the step during which a signal
+        set ``stop_requested``), then write ``encoder.pth``."""
         total = self.config["pretrain"]["iters"]
         log_every, every = self.config["log"]["every"], self.config["monitor"]["every"]
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True, desc="pretrain")
@@ -162,7 +164,8 @@ class PretrainTrainer:
                 bar.set_postfix(self._log_scalars(), refresh=False)
             if self.step % every == 0 or self.step == total:
                 self._checkpoint(monitor=True)
-            if stop_after is not None and total > self.step >= stop_after:
+            wants_stop = self.stop_requested or (stop_after is not None and self.step >= stop_after)
+            if wants_stop and self.step < total:
                 bar.close()
                 self._checkpoint(monitor=False)
                 self.logger.close()

@@ -25,19 +25,29 @@ METHOD_ORDER = ("supervised", "fixmatch", "hermes")
 
 
 def find_runs(paths: Sequence[str]) -> List[Path]:
-    """Run folders (with ``metrics.csv``) named by ``paths`` or found below them, sorted and without duplicates."""
+    """Run folders (with ``metrics.csv``) named by ``paths`` or found below them, sorted and without duplicates.
+    Pre-training runs (pretrain.py) are refused when named and left out (counted) when found below a folder."""
+    from Code.engine.run_kind import folder_task
+
     runs: List[Path] = []
+    pretrain = 0
     for raw in paths:
         path = Path(raw)
         if (path / "metrics.csv").is_file():
+            if folder_task(path) == "pretrain":
+                raise UserError(f"{path} is a pre-training run (pretrain.py), not a training run; report.py reads "
+                                "seg_train/cls_train runs")
             runs.append(path)
         elif path.is_dir():
-            runs.extend(sorted(p.parent for p in path.rglob("metrics.csv")))
+            found = [(p.parent, folder_task(p.parent)) for p in sorted(path.rglob("metrics.csv"))]
+            runs.extend(p for p, task in found if task != "pretrain")
+            pretrain += sum(task == "pretrain" for _, task in found)
         else:
             raise UserError(f"not a run folder or folder of runs: {path}")
     unique = list(dict.fromkeys(p.resolve() for p in runs))
     if not unique:
-        raise UserError(f"no runs (folders with metrics.csv) found in {', '.join(paths)}")
+        skipped = f" ({pretrain} pre-training run(s) of pretrain.py left out)" if pretrain else ""
+        raise UserError(f"no runs (folders with metrics.csv) found in {', '.join(paths)}{skipped}")
     return unique
 
 
