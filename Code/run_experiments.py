@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from Code.engine.config import METHODS
+from Code.engine.reconcile import listed
 from Code.errors import UserError, run_cli
 
 CODE_DIR = Path(__file__).resolve().parent
@@ -190,7 +191,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             counts["done"] += 1
             continue
         if state == "changed":
-            print(f"{prefix} NOT RUN: the folder holds a run with another config (differs in: {', '.join(diff[:6])}); "
+            print(f"{prefix} NOT RUN: the folder holds a run with another config (differs in: {listed(diff)}); "
                   "remove it or choose another --out", flush=True)
             failed.append(folder.name)
             continue

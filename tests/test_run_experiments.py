@@ -121,6 +121,19 @@ def test_finished_runs_with_another_config_are_not_skipped(grid, tmp_path, monke
     assert (out / "supervised_n8_s1" / "argv.json").is_file() and not (out / "supervised_n8_s2" / "argv.json").exists()
 
 
+def test_a_changed_run_names_every_differing_key_or_counts_the_rest(grid, tmp_path, monkeypatch, capsys):
+    """#21: the message listed 6 keys and hid the rest. Mutation checked: ``diff[:6]`` without the count."""
+    config, out = grid
+    argv = ["--config", str(config), "--methods", "supervised", "--labels", "8", "--seeds", "0", "--out", str(out)]
+    weights = {f"loss__{k}": 0.123 for k in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
+                                                "image_contrast", "consistency")}
+    saved_run(argv, "supervised", 8, 0, finished=True, contrast__temperature=0.5, contrast__image_bank_size=8,
+              contrast__pixel_bank_size=8, **weights)  # 10 differing keys
+    assert run_experiments.main(argv + ["--dry-run"]) == 1
+    line = next(l for l in capsys.readouterr().out.splitlines() if "NOT RUN" in l)
+    assert "loss.pixel_contrast" in line and line.count(", ") == 8 and "and 2 more" in line
+
+
 SLOW_ENTRY = """
 import signal, sys, time
 from pathlib import Path
