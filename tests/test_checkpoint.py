@@ -1,5 +1,6 @@
 """Checkpoints (issue 12, part 2; issue 22): atomic writes that survive a failing save, a slim ``best.pt`` = the
-best row of ``metrics.csv`` (and the weights the sealed test scores at the val-chosen step), and checkpoints of compiled / DDP-wrapped models that load into a plain model.
+best row of ``metrics.csv`` (and the weights the sealed test scores at the val-chosen step), and checkpoints of
+compiled / DDP-wrapped models that load into a plain model.
 
 Every test names in its docstring the deliberate break of ``Code/engine/checkpoint.py`` or ``trainer.py`` it was
 seen to fail on.
@@ -85,9 +86,9 @@ def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path,
     the weights in ``best.pt``, and ``test_at_final`` / ``test_predictions_final.csv`` those of ``latest.pt``.
 
     Mutations checked: ``improved`` always true in ``Trainer._evaluate_and_save`` (best.pt = the last evaluation);
-    the incumbent's score keyed with a later step than its own (a tie moves best.pt to the later step, cls case); the end-of-run
-    test scoring without swapping in best.pt's weights (the best CSV holds the final weights' probabilities);
-    ``slim_state`` returning the full state (best.pt keys)."""
+    the incumbent's score keyed with a later step than its own (a tie moves best.pt to the later step, cls case);
+    the end-of-run test scoring without swapping in best.pt's weights (the best CSV holds the final weights'
+    probabilities); ``slim_state`` returning the full state (best.pt keys)."""
     from Code.engine import trainer as trainer_module
     from Code.engine.evaluation import summarize_metrics
     from Code.engine.sealed_test import read_predictions

@@ -147,3 +147,17 @@ def test_slim_best_pt_serves_evaluate_predict_export_but_not_resume(curves_run, 
     refused = run_main(entry, "--config", SMOKE_CONFIG, "--data", phantom_split, "--labels", "4", "--device", "cpu",
                        "--out", tmp_path / "fork", "--resume", best)
     assert_one_line_error(refused, "slim best.pt", "latest.pt")
+
+
+def test_a_run_saved_before_the_seal_keeps_its_test_columns(phantom_split, tmp_path):
+    """A config saved before ``eval.test_curves`` existed (``--resume auto`` of an older run) continues with test
+    columns, so that its metrics.csv keeps one header. Mutation checked: a default of false for the absent key."""
+    from Code.engine.trainer import Trainer
+    from helpers import smoke_config
+
+    config = smoke_config(phantom_split)
+    del config["eval"]["test_curves"]
+    trainer = Trainer(config, tmp_path / "old", torch.device("cpu"))
+    assert trainer.test_curves and trainer.logger.metric_keys == list(METRIC_KEYS)
+    trainer.logger.close()
+    trainer.close()

@@ -14,7 +14,8 @@ LOSS_TERMS = ("consistency", "total")  # besides every key ending in _sup, _unsu
 
 
 class NonFiniteWatch:
-    """``first_bad[key]``: a 0-dim long tensor, the first step at which loss term ``key`` was not finite (−1: never)."""
+    """``first_bad[key]``: a 0-dim long tensor, the first step at which loss term ``key`` was not finite
+    (−1: never)."""
 
     def __init__(self) -> None:
         self.first_bad: Dict[str, torch.Tensor] = {}

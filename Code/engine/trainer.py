@@ -68,7 +68,7 @@ class Trainer:
         if self.val_loader is None and dist.is_main:
             print(f"note: {self.split} has no val/ part (data_split.py --val-ratio): no best.pt is chosen, "
                   f"test is reported at the final step only", file=sys.stderr)
-        self.test_curves = bool(config["eval"]["test_curves"])  # test metrics during training: only if asked for
+        self.test_curves = bool(config["eval"].get("test_curves", True))  # absent: a run from before the seal had them
         self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS if self.test_curves else (), enabled=dist.is_main,
                                 val_keys=evaluation.METRIC_KEYS)
         truth = self.unlabeled_stream is not None and self.unlabeled_stream.dataset.has_truth
@@ -190,7 +190,8 @@ class Trainer:
         """After the last step: score ``test/`` with the final weights and with ``best.pt``'s, write
         ``final_metrics.json`` and the per-image CSVs (rank 0) and return the result; a run whose
         ``final_metrics.json`` already belongs to this step is finished and is not scored again."""
-        done = all_gather_objects(sealed_test.finished_result(self.run_dir, self.step) if self.dist.is_main else None)[0]
+        done = sealed_test.finished_result(self.run_dir, self.step) if self.dist.is_main else None
+        done = all_gather_objects(done)[0]  # rank 0's answer for every rank
         if done is not None:
             if self.dist.is_main:
                 print(f"note: {self.run_dir} is finished at step {self.step}; test is not scored again "
