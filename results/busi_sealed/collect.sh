@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Refresh results/busi_sealed/ from the sealed-test BUSI grid (PROTOCOL.md): per finished run its small files
+# (config, metrics.csv, pseudo-label diagnostics, final_metrics.json, test_predictions_*.csv; never checkpoints or
+# event files), the three draws' split lists, and report.py's tables — a table only once every run of it has
+# finished (PROTOCOL.md: test numbers are read when all three draws of a table's rows are done).
+#   RUNS: the grid's run folder (default runs/busi_sealed); SPLITS: where splits/busi_d{0,1,2} are (default splits)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+RUNS=${RUNS:-runs/busi_sealed}
+SPLITS=${SPLITS:-splits}
+source results/copy_run_files.sh
+out=results/busi_sealed
+for d in 0 1 2; do  # the split lists (no images): test/val identical across draws, labeled draws differ
+  src="$SPLITS/busi_d$d"
+  if [ -f "$src/split.json" ]; then
+    rm -rf "$out/split_lists/d$d"
+    (cd "$src" && find . -name '*.txt' -o -name split.json) | while read -r f; do
+      mkdir -p "$out/split_lists/d$d/$(dirname "$f")" && cp "$src/$f" "$out/split_lists/d$d/$f"
+    done
+  fi
+done
+rm -rf "$out/runs"
+for done in $(find "$RUNS" -name final_metrics.json 2>/dev/null | sort); do  # finished runs only
+  run=$(dirname "$done")
+  copy_run_files "$run" "$out/runs/${run#$RUNS/}"
+done
+declare -A expected=([seg]="supervised hermes fixmatch" [cls]="supervised hermes")
+for task in seg cls; do
+  missing=0
+  for m in ${expected[$task]}; do for s in 0 1 2; do
+    [ -f "$RUNS/$task/${m}_n144_s$s/final_metrics.json" ] || missing=$((missing + 1))
+  done; done
+  if [ "$missing" -eq 0 ]; then
+    OMP_NUM_THREADS=1 $PY Code/report.py --force "$RUNS/$task" --out "$out/$task" > /dev/null
+    if [ "$task" = seg ]; then  # Hermes against the best baseline of this entry
+      OMP_NUM_THREADS=1 $PY Code/report.py --force "$RUNS/$task" --baseline fixmatch --out "$out/seg_vs_fixmatch" > /dev/null
+    fi
+  else
+    echo "$task: $missing run(s) of the grid not finished; no table yet (PROTOCOL.md)"
+  fi
+done
+echo "$out: $(find "$out/runs" -name final_metrics.json 2>/dev/null | wc -l) finished runs copied"
