@@ -29,7 +29,7 @@ import numpy as np
 
 from Code.active.strategies import DEFAULT_DIVERSE_FACTOR, PARTS, STRATEGIES, select
 from Code.errors import UserError, run_cli
-from Code.outputs import FORCE_HELP, prepare_output_folder
+from Code.outputs import FORCE_HELP, prepare_output_folder, refuse_protected
 
 CSV_COLUMNS = ("rank", "image", "score", *PARTS, "cluster", "mask", "label")
 
@@ -113,8 +113,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     device = resolve_device(args.device)
     model, config, _ = load_model_from_checkpoint(checkpoint, device)
     check_checkpoint_split(config, checkpoint, data, args.labels)
-    out = prepare_output_folder(args.out, "suggest.py", args.force,
-                                [(checkpoint, f"--checkpoint {checkpoint}"), (data, f"--data {data}")])
+    inputs = [(checkpoint, f"--checkpoint {checkpoint}"), (data, f"--data {data}")]
+    refuse_protected(Path(args.out), inputs)  # also a new folder: never written into the split or the run
+    out = prepare_output_folder(args.out, "suggest.py", args.force, inputs)
     size, channels = config["data"]["size"], config["data"]["in_channels"]
     amp = device.type == "cuda" and not args.no_amp
     parts, features = score_pool(model, paths, size, channels, device, args.batch_size, amp)
