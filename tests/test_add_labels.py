@@ -12,7 +12,7 @@ import pytest
 
 from helpers import load_script
 
-data_split = load_script("DataProcess/data_split".replace("/", "."))
+data_split = load_script("DataProcess.data_split")
 
 
 def _tree(folder):
@@ -109,6 +109,7 @@ def test_refusals(run_main, assert_one_line_error, split, tmp_path):
     assert_one_line_error(_add(run_main, split, csv_file, "--dataset", "sztus"), "--dataset", "does not apply")
     assert_one_line_error(run_main(data_split.main, "--add-labels", csv_file, "--out", split, "--labels", 4, 10),
                           "one source budget")
+    assert_one_line_error(run_main(data_split.main, "--out", split, "--labels", 4), "needs --dataset and --root")
     assert _tree(split) == before  # nothing written by a refused round
     six = _write_csv(tmp_path / "m" / "six.csv", [(row[0], "good.png", 0) for row in pool[:6]])
     assert_one_line_error(_add(run_main, split, six, "--force"), "train/10 exists", "not written by --add-labels")
@@ -127,7 +128,8 @@ def test_an_earlier_round_is_replaced_only_with_force(run_main, assert_one_line_
     assert labels.count("1") == 2 + 4  # the 2 malignant of budget 4 and the 4 relabeled images
     record = json.loads((split / "split.json").read_text())
     assert [r["budget"] for r in record["rounds"]] == [8] and {a["label"] for a in record["rounds"][0]["added"]} == {1}
-    unchanged = lambda tree: {k: v for k, v in tree.items() if not k.startswith("train/8/") and k != "split.json"}  # noqa: E731
+    def unchanged(tree):
+        return {k: v for k, v in tree.items() if not k.startswith("train/8/") and k != "split.json"}
     assert unchanged(_tree(split)) == unchanged(first)
 
 
