@@ -5,6 +5,7 @@ import pytest
 import yaml
 
 from Code.engine.config import CONFIG_DIR, dump_config, load_config, parse_set_option
+from helpers import SMOKE_CONFIG
 from Code.errors import UserError
 
 
@@ -139,3 +140,25 @@ def test_every_numeric_key_has_a_range():
     assert numeric - set(RANGES) - OWN_CHECKS == set()
     assert set(RANGES) | OWN_CHECKS <= numeric
     assert in_range(0.5, "[0, 1)") and not in_range(1, "[0, 1)") and not in_range(True, "[0, inf)")
+
+
+def test_a_saved_config_is_completed_with_the_keys_added_since(tmp_path):
+    """A run saved before a key existed continues (and a grid skips or resumes it) instead of counting the new key
+    as a change; a key whose absence meant something else (``eval.test_curves``: older runs wrote test curves) gets
+    that meaning. Mutation checked: read_saved_config without completion (both keys differ)."""
+    import copy
+
+    import yaml
+
+    from Code.engine.run_folder import differences, read_saved_config
+
+    full = load_config(str(SMOKE_CONFIG))
+    saved = copy.deepcopy(full)
+    del saved["contrast"]["temperature"], saved["eval"]["test_curves"]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    got = read_saved_config(tmp_path)
+    assert got["contrast"]["temperature"] == full["contrast"]["temperature"] and got["eval"]["test_curves"] is True
+    assert differences(got, full) == ["eval.test_curves"]
+    saved["contrast"]["image_bank_size"] = 3  # a key the run has is never changed
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert read_saved_config(tmp_path)["contrast"]["image_bank_size"] == 3

@@ -155,6 +155,29 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
     return config
 
 
+# Keys whose absence in a run saved before they existed meant something other than today's default.
+ABSENT_MEANT = {("eval", "test_curves"): True}  # runs from before the sealed test wrote test curves
+
+
+def complete_saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's saved config completed with the keys added to ``base.yaml`` since it was saved, at their defaults
+    (or at :data:`ABSENT_MEANT`), so that a run made by older code continues — and a grid skips or resumes it —
+    instead of counting every new key as a change. New keys default to the old behaviour, so the run is the same
+    run; a key the run *has* is never changed here."""
+    completed = copy.deepcopy(saved)
+    _fill_missing(completed, _read_yaml(BASE_CONFIG), ())
+    return completed
+
+
+def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple) -> None:
+    for key, value in defaults.items():
+        where = path + (key,)
+        if key not in config:
+            config[key] = copy.deepcopy(ABSENT_MEANT.get(where, value))
+        elif isinstance(value, dict) and isinstance(config[key], dict):
+            _fill_missing(config[key], value, where)
+
+
 def in_range(value: Any, interval: str) -> bool:
     """Whether the number ``value`` lies in ``interval`` (RANGES notation, e.g. ``"[0, 1)"``)."""
     low, high = (float(bound) for bound in interval[1:-1].split(","))

@@ -30,7 +30,7 @@ from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 import yaml
 
-from Code.engine.config import dump_config
+from Code.engine.config import complete_saved_config, dump_config
 from Code.engine.reconcile import (FREE_TO_CHANGE, Entry, RunPlan, describe_iters_change, differences,  # noqa: F401
                                    get_dotted, reconcile)
 from Code.engine.run_kind import script_of
@@ -65,7 +65,9 @@ def read_saved_config(run_dir: Path) -> Optional[Dict[str, Any]]:
         saved = yaml.safe_load(path.read_text())
     except yaml.YAMLError:
         return None
-    return saved if isinstance(saved, dict) and "task" in saved and "method" in saved else None
+    if not (isinstance(saved, dict) and "task" in saved and "method" in saved):
+        return None
+    return complete_saved_config(saved)
 
 
 def folder_state(run_dir: Path) -> str:
@@ -140,7 +142,10 @@ def _checkpoint_info(path: Path, task: str) -> Dict[str, Any]:
     if saved_task != task:
         raise UserError(f"{path} is a checkpoint of {script_of(saved_task)}, not of {script_of(task)}; resume it "
                         "with that script")
-    return {"config": state["config"], "step": int(state.get("step") or 0)}
+    saved = state["config"]
+    if "method" in saved:  # a seg/cls training checkpoint (pre-training configs have a schema of their own)
+        saved = complete_saved_config(saved)
+    return {"config": saved, "step": int(state.get("step") or 0)}
 
 
 def open_run_folder(run_dir: Path, config: Dict[str, Any], resume: Optional[str], force: bool,
