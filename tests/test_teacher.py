@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from Code.engine.builders import build_model
 from Code.engine.config import load_config
 from Code.engine.diagnostics import PseudoLabelMonitor, pseudo_label_counts, ratios
-from Code.engine.step import forward_views
+from Code.methods.terms import forward_views
 from Code.engine.teacher import EMATeacher
-from Code.losses import PoolPrior, adjust_to_prior, em_prior
+from Code.methods.thresholds import PoolPrior, adjust_to_prior, em_prior
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT_SMOKE = "configs/smoke.yaml"

@@ -62,7 +62,8 @@ class EMATeacher(nn.Module):
 
 
 def build_teacher(config: Dict, student: nn.Module) -> Optional[EMATeacher]:
-    """An :class:`EMATeacher` for ``ssl.teacher: ema`` (methods with unlabeled data only), else ``None``."""
-    if config["method"] == "supervised" or config["ssl"]["teacher"] != "ema":
+    """An :class:`EMATeacher` for ``ssl.teacher: ema``, else ``None`` (built by the methods that use a teacher,
+    e.g. :class:`Code.methods.fixmatch.FixMatch`)."""
+    if config["ssl"]["teacher"] != "ema":
         return None
     return EMATeacher(student, config["ssl"]["ema_decay"])
