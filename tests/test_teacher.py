@@ -1,6 +1,6 @@
 """Teachers, pool priors and pseudo-label diagnostics (the real-data issue), asserted by value.
 
-The batch-dependence test is the CI guard of DESIGN §9 "a teacher must not depend on its batch": a tiny network
+The batch-dependence test is the CI guard of docs/design.md, "Teachers": a tiny network
 learns a class that is a global brightness shift (the extreme case of what BatchNorm over one batch removes), then
 labels an imbalanced unlabeled pool (25 % malignant) whose batches are as a sampler may draw them: two of three
 all-benign. The reference's train-mode teacher calls most of an all-benign batch malignant; an eval-mode or EMA

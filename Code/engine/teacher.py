@@ -1,4 +1,4 @@
-"""Who labels the weak view (``ssl.teacher``), DESIGN §9 "a teacher must not depend on its batch".
+"""Who labels the weak view (``ssl.teacher``), docs/design.md, "Teachers".
 
 - ``joint``: the weak view rides in the student's own forward together with the labeled and strong views (one
   BatchNorm batch whose statistics are dominated by no single pool), and its outputs are detached — FixMatch's

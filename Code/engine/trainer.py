@@ -1,4 +1,4 @@
-"""The training loop shared by ``seg_train.py`` and ``cls_train.py`` (DESIGN §4).
+"""The training loop shared by ``seg_train.py`` and ``cls_train.py`` (docs/design.md, "The training step").
 
 The unlabeled stream drives the iterations; the labeled stream is re-iterated with fresh augmentations. Loss terms
 are summed on the device and read back only every ``log.every`` steps, which is also when non-finite losses are
@@ -110,7 +110,8 @@ class Trainer:
         return {"step": self.step, "config": self.config, "model": unwrap(self.model).state_dict(),
                 "seg_optimizer": self.seg_opt.state_dict(), "cls_optimizer": self.cls_opt.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
-                "method": self.method.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
+                "method": self.method.state_dict(), "streams": streams,
+                "rng": rngs if rngs is not None else [rng_state()],
                 "best": self.best, "last_metrics": self.last_metrics, "last_val": self.last_val,
                 "last_eval_step": self.last_eval_step, "train_seconds": self._elapsed()}
 

@@ -2,9 +2,9 @@
 contrastive learning at two levels and an inter-task consistency (docs/design.md, "The training step").
 
 Pseudo-labels (:func:`Code.methods.thresholds.dual_threshold_mask`): a weak-view prediction is kept when it is
-confident for its class, p_ŷ > τ_ŷ = τ_hi − (τ_hi − τ_lo)(1 − r_ŷ), and (``ssl.combine: and``; ``or``) certain,
-H(p) < η(t); ``ssl.threshold: single`` falls back to FixMatch's p_ŷ > τ_hi. Then, from the contrast warm-up on
-(each a switch of ``components``)::
+confident for its class, p_ŷ > τ_ŷ = τ_hi − (τ_hi − τ_lo)(1 − r_ŷ), and (``ssl.combine: and``; ``or``)
+certain, H(p) < η(t); ``ssl.threshold: single`` falls back to FixMatch's p_ŷ > τ_hi. Then, from the contrast
+warm-up on (each a switch of ``components``)::
 
     image_contrast = SupCon over the (weak, strong) image embeddings, labels = kept pseudo-labels (−1: neither
                      anchor nor positive), negatives also from the image memory bank

@@ -95,4 +95,5 @@ def forward_views(model: nn.Module, x: Tensor, weak: Tensor, strong: Tensor, tea
             out_w = as_float(model(weak))
         model.train(was_training)
     out = as_float(model(torch.cat([x, strong])))
-    return {k: v[:n] for k, v in out.items()}, {k: v.detach() for k, v in out_w.items()}, {k: v[n:] for k, v in out.items()}
+    return ({k: v[:n] for k, v in out.items()}, {k: v.detach() for k, v in out_w.items()},
+            {k: v[n:] for k, v in out.items()})
