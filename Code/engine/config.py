@@ -45,6 +45,8 @@ RANGES = {
     "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
     "ssl.unsup_rampup": "[0, 1]", "ssl.contrast_warmup": "[0, 1]", "ssl.contrast_rampup": "[0, 1]",
     "ssl.consistency_rampup": "[0, 1]",
+    "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
+    "mean_teacher.ema_decay": "[0, 1)",
     **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
                                              "image_contrast", "consistency")},
     "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",
