@@ -142,8 +142,8 @@ def _fit(split, run_dir, shuffle_truth=None, diagnostics=True):
 
 def test_unlabeled_truth_never_reaches_the_losses(phantom_split, tmp_path):
     """Same weights and metrics with the unlabeled truth as is, shuffled and inverted, or not loaded at all; the
-    diagnostics themselves do see the change. Mutation checked: train_step fed the 4-item unlabeled batch with the
-    truth mask as the strong view."""
+    diagnostics themselves do see the change. Mutation checked: the method step fed the 4-item unlabeled batch with
+    the truth mask as the strong view."""
     runs = [_fit(phantom_split, tmp_path / "a"), _fit(phantom_split, tmp_path / "b", shuffle_truth=0),
             _fit(phantom_split, tmp_path / "c", diagnostics=False)]
     reference = runs[0].model.state_dict()

@@ -220,7 +220,7 @@ class Trainer:
         unlabeled, truth = None, None
         if self.unlabeled_stream is not None:
             batch = to_device(next(self.unlabeled_stream), self.device, self.channels_last)
-            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters train_step
+            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters the step
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:
             loss, logs, vis = self.method.step(self.model, labeled, unlabeled, self.step)

@@ -7,6 +7,6 @@ from Code.losses.pixel_contrast import PixelContrastLoss, sample_pixel_anchors
 from Code.losses.supervised import masked_cross_entropy, masked_dice_loss, seg_supervised_loss
 
 __all__ = [
-    "MemoryBank", "PixelContrastLoss", "SupConLoss", "inter_task_consistency", "masked_cross_entropy", "masked_dice_loss", "sample_pixel_anchors",
-    "seg_supervised_loss", "weighted_supcon",
+    "MemoryBank", "PixelContrastLoss", "SupConLoss", "inter_task_consistency", "masked_cross_entropy",
+    "masked_dice_loss", "sample_pixel_anchors", "seg_supervised_loss", "weighted_supcon",
 ]
