@@ -33,9 +33,9 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from Code.engine.config import METHODS
 from Code.engine.reconcile import listed
 from Code.errors import UserError, run_cli
+from Code.methods import method_names
 
 CODE_DIR = Path(__file__).resolve().parent
 ENTRIES = {"seg": CODE_DIR / "seg_train.py", "cls": CODE_DIR / "cls_train.py"}
@@ -124,7 +124,8 @@ def build_command(args: argparse.Namespace, method: str, labels: int, seed: int,
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Train a grid of methods × label budgets × seeds, resumably.")
     parser.add_argument("--config", required=True, help="config file passed to every run")
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"methods ({', '.join(METHODS)})")
+    names = method_names()
+    parser.add_argument("--methods", nargs="+", default=list(names), help=f"methods ({', '.join(names)})")
     parser.add_argument("--labels", nargs="+", type=int, required=True, help="label budgets N")
     runs = parser.add_mutually_exclusive_group()
     runs.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds (default 0 1 2)")
@@ -138,9 +139,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="config overrides passed to every run (several items, or the flag repeated)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and commands, run nothing")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.methods if m not in METHODS]
+    unknown = [m for m in args.methods if m not in method_names()]
     if unknown:
-        raise UserError(f"unknown method(s) {', '.join(unknown)} (valid: {', '.join(METHODS)})")
+        raise UserError(f"unknown method(s) {', '.join(unknown)} (valid: {', '.join(method_names())})")
     if not Path(args.config).is_file():
         raise UserError(f"config file not found: {args.config}")
     if args.draws:

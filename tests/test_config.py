@@ -38,7 +38,7 @@ def test_unknown_key_lists_valid_keys():
 
 @pytest.mark.parametrize("item, message", [
     ("train.iters=abc", "expects int"),
-    ("method=mean_teacher", "must be one of supervised, fixmatch, hermes"),
+    ("method=mixmatch", "must be one of supervised, fixmatch, hermes, mean_teacher"),
     ("ssl.combine=xor", "must be one of and, or"),
     ("data.size=100", "multiple of 32"),
     ("model.ias=3", "expects bool"),

@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from Code.errors import UserError
-from Code.losses import (MemoryBank, PixelContrastLoss, SupConLoss, dual_threshold_mask, inter_task_consistency,
-                         masked_cross_entropy, masked_dice_loss, sample_pixel_anchors, seg_supervised_loss,
-                         sigmoid_rampup, weighted_supcon)
+from Code.losses import (MemoryBank, PixelContrastLoss, SupConLoss, inter_task_consistency, masked_cross_entropy,
+                         masked_dice_loss, sample_pixel_anchors, seg_supervised_loss, weighted_supcon)
+from Code.methods.thresholds import dual_threshold_mask, sigmoid_rampup
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -3,7 +3,7 @@
 A stub network whose outputs are simple functions of its input lets each test choose the weak and strong views'
 predictions exactly: lesion logit = ``s·x`` per pixel (background logit 0), malignancy logit = ``s·mean(x)``,
 so a weak pixel of value +5 is a confident lesion pseudo-label, −5 a confident background one, 0 not kept.
-Every test names the mutation of ``Code/engine/step.py`` (or the module it guards) that it was checked against.
+Every test names the mutation of ``Code/methods/`` (the method modules, or the module it guards) that it was checked against.
 """
 import math
 
@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from Code.engine.config import load_config
-from Code.engine.step import MethodSwitches, StepContext, combine_terms, ramp_weights, train_step
+from Code.methods import build_method
+from Code.methods.terms import combine_terms, ramp_weights
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 H = 8  # stub image side
@@ -65,9 +66,9 @@ def labeled_batch(b=2):
 
 
 def step_terms(config, weak, strong, step=50, model=None, ctx=None, labeled=None):
-    ctx = ctx or StepContext.build(config, torch.device("cpu"))
+    ctx = ctx or build_method(config, torch.device("cpu"))
     model = model or StubNet()
-    total, logs, vis = train_step(model, labeled or labeled_batch(), (weak, strong), step, ctx)
+    total, logs, vis = ctx.step(model, labeled or labeled_batch(), (weak, strong), step)
     return total, logs, vis, ctx
 
 
@@ -153,7 +154,7 @@ def test_pixel_contrast_labels_are_mask_then_kept_pseudo():
     weak[0, :, :3] = 5.0
     weak[1, :, 5:] = -5.0
     _, strong = views([0, 0])
-    ctx = StepContext.build(config, torch.device("cpu"))
+    ctx = build_method(config, torch.device("cpu"))
     seen = {}
 
     def record(embed, labels, predict, bank=None):
@@ -173,7 +174,7 @@ def test_image_bank_gets_labeled_and_kept_weak_only_after_warmup():
     """Mutations checked: enqueue unkept weak images; enqueue before the warm-up; enqueue strong embeddings."""
     config = make_config(ssl__contrast_warmup=0.5, components__pixel_contrast=False)
     weak, strong = views([6.0, 0.0, -6.0, 0.0])
-    ctx = StepContext.build(config, torch.device("cpu"))
+    ctx = build_method(config, torch.device("cpu"))
     step_terms(config, weak, strong, step=10, ctx=ctx)
     assert ctx.banks["image"].filled.tolist() == [0, 0]
     x, mask, label = labeled_batch()
@@ -190,7 +191,7 @@ def test_image_bank_gets_labeled_and_kept_weak_only_after_warmup():
 def test_image_contrast_ignores_rejected_images():
     """Mutation checked: image contrast labels = raw pseudo-labels (rejected images still anchors/positives)."""
     config = make_config(components__pixel_contrast=False, components__memory_bank=False)
-    ctx = StepContext.build(config, torch.device("cpu"))
+    ctx = build_method(config, torch.device("cpu"))
     seen = {}
     original = ctx.supcon
 
@@ -229,22 +230,25 @@ def test_each_method_computes_exactly_its_terms(method, sets, terms):
     assert total.item() == pytest.approx(combine_terms(logs, config, 50).item(), rel=1e-6)
 
 
+def switches(method="hermes", **sets):
+    return build_method(make_config(method, **sets), torch.device("cpu"))
+
+
 def test_switch_table():
     """Mutation checked: fixmatch inheriting the Hermes threshold; memory bank on without contrast."""
-    sw = MethodSwitches.from_config(make_config("fixmatch", ssl__teacher="ema"))
-    assert (sw.unlabeled, sw.combine, sw.image_contrast, sw.pixel_contrast, sw.consistency) == (
-        True, "confidence", False, False, False) and sw.teacher == "ema"
-    assert not MethodSwitches.from_config(make_config("supervised")).unlabeled
-    sw = MethodSwitches.from_config(make_config(ssl__threshold="single"))
-    assert sw.combine == "confidence"
-    sw = MethodSwitches.from_config(make_config(components__image_contrast=False, components__pixel_contrast=False))
-    assert not sw.memory_bank
-    assert MethodSwitches.from_config(make_config(ssl__combine="or")).combine == "or"
+    sw = switches("fixmatch", ssl__teacher="ema")
+    assert sw.uses_unlabeled and sw.combine == "confidence" and sw.teacher_mode == "ema"
+    assert not hasattr(sw, "banks") and not hasattr(sw, "image_contrast")
+    assert not switches("supervised").uses_unlabeled
+    assert switches(ssl__threshold="single").combine == "confidence"
+    sw = switches(components__image_contrast=False, components__pixel_contrast=False)
+    assert not sw.memory_bank and len(sw.banks) == 0
+    assert switches(ssl__combine="or").combine == "or"
 
 
 def test_consistency_modes():
     """Mutation checked: stopgrad mode letting gradient reach the classification side."""
-    from Code.engine.step import consistency_term
+    from Code.methods.hermes import consistency_term
 
     a = torch.tensor([[1.0, 0.0]], requires_grad=True)
     b = torch.tensor([[1.0, 1.0]], requires_grad=True)
@@ -270,9 +274,9 @@ REAL_CASES = [
 @pytest.mark.parametrize("method, sets", REAL_CASES)
 def test_one_real_step_of_each_method(method, sets):
     """One step of the tiny HermesNet (smoke config) for every method and variant: finite loss, gradients reach
-    the encoder and the classifier. Mutation checked: the EMA teacher path handed no teacher module."""
+    the encoder and the classifier. Mutation checked: the EMA teacher path handed no teacher module
+    (the method built without the student)."""
     from Code.engine.builders import build_model
-    from Code.engine.teacher import build_teacher
 
     overrides = [{"method": method}]
     for key, value in sets.items():
@@ -281,13 +285,12 @@ def test_one_real_step_of_each_method(method, sets):
     config = load_config("configs/smoke.yaml", overrides)
     torch.manual_seed(0)
     model = build_model(config)
-    teacher = build_teacher(config, model)
-    ctx = StepContext.build(config, torch.device("cpu"))
+    method = build_method(config, torch.device("cpu"), model)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(2, 1, 64, 64, generator=gen)
     mask = (torch.rand(2, 64, 64, generator=gen) > 0.7).long()
     weak = torch.randn(2, 1, 64, 64, generator=gen)
-    total, logs, _ = train_step(model, (x, mask, torch.tensor([0, 1])), (weak, weak + 0.1), 3, ctx, teacher)
+    total, logs, _ = method.step(model, (x, mask, torch.tensor([0, 1])), (weak, weak + 0.1), 3)
     total.backward()
     assert torch.isfinite(total)
     grads = [p.grad for p in model.encoder.parameters() if p.grad is not None]

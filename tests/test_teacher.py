@@ -1,6 +1,6 @@
 """Teachers, pool priors and pseudo-label diagnostics (the real-data issue), asserted by value.
 
-The batch-dependence test is the CI guard of DESIGN §9 "a teacher must not depend on its batch": a tiny network
+The batch-dependence test is the CI guard of docs/design.md, "Teachers": a tiny network
 learns a class that is a global brightness shift (the extreme case of what BatchNorm over one batch removes), then
 labels an imbalanced unlabeled pool (25 % malignant) whose batches are as a sampler may draw them: two of three
 all-benign. The reference's train-mode teacher calls most of an all-benign batch malignant; an eval-mode or EMA
@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from Code.engine.builders import build_model
 from Code.engine.config import load_config
 from Code.engine.diagnostics import PseudoLabelMonitor, pseudo_label_counts, ratios
-from Code.engine.step import forward_views
+from Code.methods.terms import forward_views
 from Code.engine.teacher import EMATeacher
-from Code.losses import PoolPrior, adjust_to_prior, em_prior
+from Code.methods.thresholds import PoolPrior, adjust_to_prior, em_prior
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 ROOT_SMOKE = "configs/smoke.yaml"
@@ -142,8 +142,8 @@ def _fit(split, run_dir, shuffle_truth=None, diagnostics=True):
 
 def test_unlabeled_truth_never_reaches_the_losses(phantom_split, tmp_path):
     """Same weights and metrics with the unlabeled truth as is, shuffled and inverted, or not loaded at all; the
-    diagnostics themselves do see the change. Mutation checked: train_step fed the 4-item unlabeled batch with the
-    truth mask as the strong view."""
+    diagnostics themselves do see the change. Mutation checked: the method step fed the 4-item unlabeled batch with
+    the truth mask as the strong view."""
     runs = [_fit(phantom_split, tmp_path / "a"), _fit(phantom_split, tmp_path / "b", shuffle_truth=0),
             _fit(phantom_split, tmp_path / "c", diagnostics=False)]
     reference = runs[0].model.state_dict()

@@ -1,4 +1,4 @@
-"""Split a raw ultrasound data set into test / labeled / unlabeled parts (layout of DESIGN §5).
+"""Split a raw ultrasound data set into test / labeled / unlabeled parts (layout: docs/design.md, "Data").
 
     python Code/DataProcess/data_split.py --dataset {sztus,busi,csv} --root RAW --out SPLIT --labels N [N ...|all]
         [--seed 0] [--draw-seed S] [--test-ratio 0.3] [--val-ratio 0.1] [--group-regex REGEX] [--include-normal]

@@ -1,4 +1,4 @@
-"""Write the built-in synthetic ultrasound data set (DESIGN §7) in the SZ-TUS raw layout.
+"""Write the built-in synthetic ultrasound data set (docs/design.md, "The built-in phantom") in the SZ-TUS raw layout.
 
     python Code/DataProcess/make_phantom.py --out DIR [--n-benign N] [--n-malignant N] [--size S] [--seed K] [--force]
 

@@ -1,4 +1,5 @@
-"""Synthesis of one B-mode ultrasound frame with one lesion (the physics of the built-in phantom, DESIGN §7).
+"""Synthesis of one B-mode ultrasound frame with one lesion: the physics of the built-in phantom
+(docs/design.md, "The built-in phantom").
 
 Image model, per frame of size S×S (rows = depth y, columns = lateral x, coordinates in units of S):
 

@@ -1,4 +1,5 @@
-"""Readers of raw data sets into a flat list of :class:`RawItem` (image, mask files, class, group), DESIGN §5.
+"""Readers of raw data sets into a flat list of :class:`RawItem` (image, mask files, class, group);
+layouts in docs/design.md, "Data".
 
 - ``sztus``: ``<root>/{benign,malignant}/image/<name>`` with ``<root>/{benign,malignant}/mask/<name>`` (same name;
   a mask with another extension is accepted if the stem matches). Group = case id: the name's stem without its

@@ -1,4 +1,4 @@
-"""Planning of a group-aware, stratified, nested, seeded split (which image goes where), DESIGN §5.
+"""Planning of a group-aware, stratified, nested, seeded split (which image goes where) (docs/design.md, "Data").
 
 Rule (per class c, independently; a group is a case, all of whose frames stay together):
 1. test: the class's groups in a seeded order ``default_rng([seed, 1, c])``; the test share is the reachable

@@ -2,7 +2,7 @@
 
     summary = split_dataset("sztus", "raw/", "split/", labels=[42, 104])
 
-Output (DESIGN §5): ``test/{image,mask}/``, ``test/labeled.txt``, ``val/`` likewise (when ``val_ratio`` > 0), ``train/<N>/labeled/{image,mask}/`` with
+Output (docs/design.md, "Data"): ``test/{image,mask}/``, ``test/labeled.txt``, ``val/`` likewise (when ``val_ratio`` > 0), ``train/<N>/labeled/{image,mask}/`` with
 ``labeled.txt``, ``train/<N>/unlabeled/image/`` with ``unlabeled.txt`` (empty when N takes all of train) — plus that part's truth,
 ``mask/`` and ``truth.txt``, read only by the pseudo-label diagnostics — and
 ``split.json`` (written last, so its presence marks a complete split): seed, arguments (not --out/--force), counts per class and part, and for

@@ -20,10 +20,9 @@ import torch
 
 from Code.engine.builders import build_model, build_optimizers
 from Code.engine.config import CONFIG_DIR, load_config
-from Code.engine.step import StepContext, train_step
-from Code.engine.teacher import build_teacher
 from Code.engine.runtime import amp_dtype, apply_gradients, seed_everything
 from Code.errors import UserError
+from Code.methods import build_method
 
 TINY = {"data": {"size": 64}, "train": {"batch_labeled": 2, "batch_unlabeled": 2},
         "model": {"encoder_name": "tu-test_resnet", "decoder_channels": [32, 16, 16, 8, 8], "pixel_embed_dim": 32,
@@ -50,8 +49,7 @@ def run_variant(config: Dict[str, Any], device: torch.device, iters: int, compil
         model = model.to(memory_format=torch.channels_last)
     optimizers = build_optimizers(model, config)
     runnable = torch.compile(model, backend="inductor" if device.type == "cuda" else "eager") if compiled else model
-    ctx = StepContext.build(config, device)
-    teacher = build_teacher(config, model)
+    method = build_method(config, device, model)
     dtype = amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(0)
@@ -76,10 +74,9 @@ def run_variant(config: Dict[str, Any], device: torch.device, iters: int, compil
             timed_from = time.perf_counter()
         labeled, unlabeled = pool[i % len(pool)]
         with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
-            loss, _, _ = train_step(runnable, labeled, unlabeled, i, ctx, teacher)
+            loss, _, _ = method.step(runnable, labeled, unlabeled, i)
         apply_gradients(loss, scaler, optimizers, [], 0.0)
-        if teacher is not None:
-            teacher.update(model, i)
+        method.after_step(model, i)
         losses.append(loss.detach().float())
     if device.type == "cuda":
         torch.cuda.synchronize(device)

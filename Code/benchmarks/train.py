@@ -18,11 +18,10 @@ from typing import Optional, Sequence
 import torch
 
 from Code.engine.builders import build_model, build_optimizers
-from Code.engine.config import METHODS, load_config, parse_set_option
-from Code.engine.step import StepContext, train_step
-from Code.engine.teacher import build_teacher
+from Code.engine.config import load_config, parse_set_option
 from Code.engine.runtime import amp_dtype, apply_gradients, seed_everything
 from Code.errors import UserError
+from Code.methods import build_method, method_names
 
 
 def synthetic_batch(batch: int, size: int, channels: int, device: torch.device, gen: torch.Generator):
@@ -37,7 +36,7 @@ def synthetic_batch(batch: int, size: int, channels: int, device: torch.device, 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--method", default="hermes", choices=METHODS)
+    parser.add_argument("--method", default="hermes", choices=method_names())
     parser.add_argument("--batch", type=int, default=8, help="labeled batch; the unlabeled batch is the same")
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--steps", type=int, default=10, help="timed iterations (after 2 warm-up iterations)")
@@ -59,8 +58,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizers = build_optimizers(model, config)
-    ctx = StepContext.build(config, device)
-    teacher = build_teacher(config, model)
+    method = build_method(config, device, model)
     dtype = amp_dtype(config, device)
     scaler = torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
     gen = torch.Generator().manual_seed(0)
@@ -76,16 +74,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             torch.cuda.synchronize()
         start = time.perf_counter()
         with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
-            loss, _, _ = train_step(model, (x, mask, label), (weak, strong), i + 1000, ctx, teacher)
+            loss, _, _ = method.step(model, (x, mask, label), (weak, strong), i + 1000)
         apply_gradients(loss, scaler, optimizers, [], 0.0)
-        if teacher is not None:
-            teacher.update(model, i)
+        method.after_step(model, i)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= 2:
             times.append(time.perf_counter() - start)
     sec = statistics.median(times)
-    n_images = args.batch * (1 if args.method == "supervised" else 2)
+    n_images = args.batch * (2 if method.uses_unlabeled else 1)
     result = {"sec_per_iter": round(sec, 4), "images_per_sec": round(n_images / sec, 2),
               "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
               "peak_cuda_mb": round(torch.cuda.max_memory_allocated() / 2 ** 20, 1) if device.type == "cuda" else None,

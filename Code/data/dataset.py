@@ -1,4 +1,4 @@
-"""One Dataset over a part folder of the split layout, in three modes (DESIGN §5).
+"""One Dataset over a part folder of the split layout, in three modes (docs/design.md, "Data").
 
 - ``"labeled"``  reads ``part_dir/labeled.txt`` (files in ``part_dir/image``, ``part_dir/mask``), weak geometry →
   ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``;

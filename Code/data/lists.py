@@ -1,4 +1,4 @@
-"""Reading and writing the split's list files (DESIGN §5).
+"""Reading and writing the split's list files (docs/design.md, "Data").
 
 ``labeled.txt``: one line per image, ``<image file> <mask file> <class id>``, fields separated by single spaces,
 class 0 = benign, 1 = malignant. ``unlabeled.txt``: one image file per line. File names never contain whitespace

@@ -13,11 +13,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from Code.engine.config import CONFIG_DIR, METHODS, load_config, parse_set_option
+from Code.engine.config import CONFIG_DIR, load_config, parse_set_option
 from Code.engine.distributed import barrier, cleanup_distributed, init_distributed, prepare_on_main
 from Code.engine.run_folder import flat_keys, prepare_run_dir
 from Code.engine.stop_signals import exit_status, stop_on_signals
 from Code.errors import UserError
+from Code.methods import method_names
 
 ENTRY_DEFAULTS = {
     "seg": {"task": "seg", "model": {"saliency": True, "ias": False}},
@@ -37,7 +38,7 @@ def build_parser(task: str) -> argparse.ArgumentParser:
     parser.add_argument("--iters", type=int, help="training iterations")
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"))
-    parser.add_argument("--method", choices=METHODS)
+    parser.add_argument("--method", choices=method_names())
     add_run_control_arguments(parser)
     return parser
 

@@ -17,9 +17,7 @@ from Code.errors import UserError
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 BASE_CONFIG = CONFIG_DIR / "base.yaml"
 
-METHODS = ("supervised", "fixmatch", "hermes")
-CHOICES = {
-    "method": METHODS,
+CHOICES = {  # "method": the registered methods (Code/methods/, read when a config is checked: _choices)
     "device": ("auto", "cpu", "cuda"),
     "task": ("seg", "cls"),
     "ssl.threshold": ("dual", "single"),
@@ -47,6 +45,8 @@ RANGES = {
     "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
     "ssl.unsup_rampup": "[0, 1]", "ssl.contrast_warmup": "[0, 1]", "ssl.contrast_rampup": "[0, 1]",
     "ssl.consistency_rampup": "[0, 1]",
+    "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
+    "mean_teacher.ema_decay": "[0, 1)",
     **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
                                              "image_contrast", "consistency")},
     "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",
@@ -118,8 +118,17 @@ def _check_type(name: str, default: Any, value: Any) -> None:
         ok = isinstance(value, type(default))
     if not ok:
         raise UserError(f"config key '{name}' expects {type(default).__name__}, got {value!r}")
-    if name in CHOICES and value not in CHOICES[name]:
-        raise UserError(f"config key '{name}' must be one of {', '.join(CHOICES[name])}, got {value!r}")
+    choices = _choices(name)
+    if choices is not None and value not in choices:
+        raise UserError(f"config key '{name}' must be one of {', '.join(choices)}, got {value!r}")
+
+
+def _choices(name: str) -> Optional[Iterable[str]]:
+    """The valid values of key ``name`` (None: any); ``method``'s come from the method registry."""
+    if name == "method":
+        from Code.methods import method_names  # here: the methods import this module (schedule_steps)
+        return method_names()
+    return CHOICES.get(name)
 
 
 def parse_set_option(item: str) -> Dict[str, Any]:

@@ -18,6 +18,7 @@ from Code.data import SplitDataset
 from Code.engine.distributed import DistInfo
 from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
 from Code.errors import UserError
+from Code.methods import uses_unlabeled
 
 
 def resolve_split(config: Dict[str, Any]) -> Tuple[Path, int]:
@@ -149,14 +150,15 @@ class BatchStream:
 
 def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistInfo,
                   pin_memory: bool = False) -> Tuple[BatchStream, Optional[BatchStream]]:
-    """The labeled stream and, unless the method is ``supervised``, the unlabeled stream."""
+    """The labeled stream and, when the method uses unlabeled images (``Method.uses_unlabeled``), the unlabeled
+    stream."""
     data, train, seed = config["data"], config["train"], config["seed"]
     common = dict(size=data["size"], in_channels=data["in_channels"], aug=data["aug"], seed=seed)
     labeled = SplitDataset(split / "train" / str(labels) / "labeled", "labeled", **common)
     if len(labeled) == 0:
         raise UserError(f"the labeled list of {split / 'train' / str(labels)} is empty")
     labeled_stream = BatchStream(labeled, train["batch_labeled"], seed, 0, data["num_workers"], dist, pin_memory)
-    if config["method"] == "supervised":
+    if not uses_unlabeled(config):
         return labeled_stream, None
     unlabeled_dir = split / "train" / str(labels) / "unlabeled"
     if not (unlabeled_dir / "unlabeled.txt").is_file():

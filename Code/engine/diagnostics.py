@@ -3,7 +3,7 @@
 Used only when the split ships the truth of all its unlabeled images (``train/N/unlabeled/truth.txt``, written by
 data_split.py for the pool's train images); a pool with unlabeled-only images (no truth) switches them off, with a
 one-line note (Code.engine.data.build_streams). The truth travels beside the unlabeled batch
-and reaches only :class:`PseudoLabelMonitor`, never ``train_step``: the losses cannot see it.
+and reaches only :class:`PseudoLabelMonitor`, never a method's ``step``: the losses cannot see it.
 
 Counts are summed on the device over a logging window (no host sync per step); :meth:`PseudoLabelMonitor.flush`
 turns them into ratios (NaN where a denominator is 0), all in [0, 1]:
@@ -32,7 +32,7 @@ Tensor = torch.Tensor
 
 
 def pseudo_label_counts(vis: Dict[str, Tensor], truth_mask: Tensor, truth_label: Tensor) -> Dict[str, Tensor]:
-    """Counts of one step. ``vis``: train_step's third output (``pseudo``/``keep`` B×H×W, ``cls_pseudo``/
+    """Counts of one step. ``vis``: the third output of a method's ``step`` (``pseudo``/``keep`` B×H×W, ``cls_pseudo``/
     ``cls_keep`` B); ``truth_mask`` B×H×W {0, 1} aligned with the weak view; ``truth_label`` B."""
     pseudo, keep = vis["pseudo"].long(), vis["keep"].bool()
     truth = truth_mask.to(pseudo.device).long()

@@ -1,4 +1,4 @@
-"""Who labels the weak view (``ssl.teacher``), DESIGN §9 "a teacher must not depend on its batch".
+"""Who labels the weak view (``ssl.teacher``), docs/design.md, "Teachers".
 
 - ``joint``: the weak view rides in the student's own forward together with the labeled and strong views (one
   BatchNorm batch whose statistics are dominated by no single pool), and its outputs are detached — FixMatch's
@@ -62,7 +62,8 @@ class EMATeacher(nn.Module):
 
 
 def build_teacher(config: Dict, student: nn.Module) -> Optional[EMATeacher]:
-    """An :class:`EMATeacher` for ``ssl.teacher: ema`` (methods with unlabeled data only), else ``None``."""
-    if config["method"] == "supervised" or config["ssl"]["teacher"] != "ema":
+    """An :class:`EMATeacher` for ``ssl.teacher: ema``, else ``None`` (built by the methods that use a teacher,
+    e.g. :class:`Code.methods.fixmatch.FixMatch`)."""
+    if config["ssl"]["teacher"] != "ema":
         return None
     return EMATeacher(student, config["ssl"]["ema_decay"])

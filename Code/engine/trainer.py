@@ -1,4 +1,4 @@
-"""The training loop shared by ``seg_train.py`` and ``cls_train.py`` (DESIGN §4).
+"""The training loop shared by ``seg_train.py`` and ``cls_train.py`` (docs/design.md, "The training step").
 
 The unlabeled stream drives the iterations; the labeled stream is re-iterated with fresh augmentations. Loss terms
 are summed on the device and read back only every ``log.every`` steps, which is also when non-finite losses are
@@ -31,14 +31,13 @@ from Code.engine.diagnostics import PseudoLabelMonitor
 from Code.engine.finite import NonFiniteWatch
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow
-from Code.engine.step import StepContext, train_step
 from Code.engine.runtime import amp_dtype, apply_gradients, rng_state, seed_everything, set_rng_state, to_device
-from Code.engine.teacher import build_teacher
 from Code.errors import UserError
+from Code.methods import build_method, method_state
 
 
 class Trainer:
-    """Owns the model, optimisers, streams, memory banks and run outputs of one run."""
+    """Owns the model, optimisers, streams, the method (with its extra state) and run outputs of one run."""
 
     def __init__(self, config: Dict[str, Any], run_dir: Path, device: torch.device, dist: DistInfo = DistInfo()):
         self.config, self.run_dir, self.device, self.dist = config, Path(run_dir), device, dist
@@ -58,11 +57,11 @@ class Trainer:
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly) for opt in (self.seg_opt, self.cls_opt)]
         self.amp_dtype = amp_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        self.teacher = build_teacher(config, unwrap(self.model))
         pin = device.type == "cuda"
         self.labeled_stream, self.unlabeled_stream = build_streams(config, self.split, self.labels, dist, pin)
         labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
-        self.ctx = StepContext.build(config, device, torch.bincount(labels, minlength=2).float() / max(len(labels), 1))
+        prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
+        self.method = build_method(config, device, unwrap(self.model), prior)  # Code/methods/<config['method']>.py
         self.eval_loader = build_eval_loader(config, self.split, dist)
         self.val_loader = build_eval_loader(config, self.split, dist, "val") if has_val(self.split) else None
         if self.val_loader is None and dist.is_main:
@@ -111,11 +110,10 @@ class Trainer:
         return {"step": self.step, "config": self.config, "model": unwrap(self.model).state_dict(),
                 "seg_optimizer": self.seg_opt.state_dict(), "cls_optimizer": self.cls_opt.state_dict(),
                 "schedulers": [s.state_dict() for s in self.schedulers], "scaler": self.scaler.state_dict(),
-                "banks": self.ctx.banks.state_dict(), "streams": streams, "rng": rngs if rngs is not None else [rng_state()],
+                "method": self.method.state_dict(), "streams": streams,
+                "rng": rngs if rngs is not None else [rng_state()],
                 "best": self.best, "last_metrics": self.last_metrics, "last_val": self.last_val,
-                "last_eval_step": self.last_eval_step, "train_seconds": self._elapsed(),
-                "teacher": None if self.teacher is None else self.teacher.state_dict(),
-                "pool_prior": None if self.ctx.pool_prior is None else self.ctx.pool_prior.state_dict()}
+                "last_eval_step": self.last_eval_step, "train_seconds": self._elapsed()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         unwrap(self.model).load_state_dict(clean_state_dict(state["model"]))
@@ -124,13 +122,7 @@ class Trainer:
         for sched, sched_state in zip(self.schedulers, state["schedulers"]):
             sched.load_state_dict(sched_state)
         self.scaler.load_state_dict(state["scaler"])
-        self.ctx.banks.load_state_dict(state["banks"])
-        if self.teacher is not None:
-            if state.get("teacher") is None:
-                raise UserError("the checkpoint has no EMA teacher (it was saved with another ssl.teacher)")
-            self.teacher.load_state_dict(state["teacher"])
-        if self.ctx.pool_prior is not None and state.get("pool_prior") is not None:
-            self.ctx.pool_prior.load_state_dict(state["pool_prior"])
+        self.method.load_state_dict(method_state(state))  # older checkpoints: banks/teacher/pool_prior at top level
         self.labeled_stream.load_state_dict(state["streams"]["labeled"])
         if self.unlabeled_stream is not None and "unlabeled" in state["streams"]:
             self.unlabeled_stream.load_state_dict(state["streams"]["unlabeled"])
@@ -228,14 +220,13 @@ class Trainer:
         unlabeled, truth = None, None
         if self.unlabeled_stream is not None:
             batch = to_device(next(self.unlabeled_stream), self.device, self.channels_last)
-            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters train_step
+            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters the step
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:
-            loss, logs, vis = train_step(self.model, labeled, unlabeled, self.step, self.ctx, self.teacher)
+            loss, logs, vis = self.method.step(self.model, labeled, unlabeled, self.step)
         apply_gradients(loss, self.scaler, (self.seg_opt, self.cls_opt), self.schedulers,
                         self.config["train"]["grad_clip"])
-        if self.teacher is not None:
-            self.teacher.update(unwrap(self.model), self.step)
+        self.method.after_step(unwrap(self.model), self.step)
         if self.monitor is not None and truth:
             self.monitor.add(vis, *truth)
         logs["total"] = loss.detach()
@@ -251,9 +242,7 @@ class Trainer:
         means = self.window.means()
         for i, opt in enumerate((self.seg_opt, self.cls_opt)):
             means[f"lr/{'seg' if i == 0 else 'cls'}"] = opt.param_groups[0]["lr"]
-        for name, bank in self.ctx.banks.items():
-            for c, fill in enumerate(bank.filled.tolist()):
-                means[f"bank/{name}_fill/{c}"] = fill / bank.queue.shape[1]
+        means.update(self.method.scalars())
         if self.monitor is not None:
             means.update({f"pseudo/{k}": v for k, v in self.monitor.flush(self.step).items()})
         self.logger.scalars(means, self.step)

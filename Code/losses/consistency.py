@@ -1,4 +1,5 @@
-"""Inter-task consistency between the segmentation and classification lesion features (DESIGN §4 step 6).
+"""Inter-task consistency between the segmentation and classification lesion features
+(docs/design.md, "The training step", step 6).
 
     L_itc = (1/B) · Σ_b (1 − cos(a_b, b_b)),    a, b: B×D (e.g. ``consist_seg`` and ``consist_cls``)
 

@@ -1,4 +1,5 @@
-"""Pixel-level supervised contrastive loss with hard/easy anchor sampling (DESIGN §4 step 5), vectorised.
+"""Pixel-level supervised contrastive loss with hard/easy anchor sampling, vectorised
+(docs/design.md, "The training step", step 5).
 
 Inputs: ``embed`` B×D×h×w (unit vectors over D), ``labels`` and ``predict`` B×H×W (long; labels −1 = ignore),
 both resized (nearest) to h×w. A pixel is *hard* when label ≠ predict, *easy* otherwise.

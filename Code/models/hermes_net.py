@@ -1,4 +1,5 @@
-"""HermesNet: U-Net segmentation + classification branch with inter-task attention and saliency (DESIGN §3).
+"""HermesNet: U-Net segmentation + classification branch with inter-task attention and saliency
+(docs/design.md, "Network").
 
     x ──► encoder ──► f0…f5 ──► U-Net decoder, deep part: s32 = center(f5), d16, d8
           (cls_encoder when shared_encoder=False)            │ (detached unless detach_seg_for_cls=False)

@@ -1,4 +1,4 @@
-"""Dual-threshold pseudo-label selection (DESIGN §4 step 3).
+"""Dual-threshold pseudo-label selection (docs/design.md, "The training step", step 3).
 
 Given the weak view's softmax ``p`` (B×C for images, B×C×H×W for pixels) and the pseudo-label ŷ = argmax_c p:
 

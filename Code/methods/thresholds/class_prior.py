@@ -1,5 +1,5 @@
 """The unlabeled pool's class prior, estimated from the teacher (never from ground truth), and prior-aware
-pseudo-labels (a beyond-the-paper switch, ``ssl.prior_aware``; DESIGN §9 "class priors differ between pools").
+pseudo-labels (a beyond-the-paper switch, ``ssl.prior_aware``; docs/design.md, "Class priors").
 
 A classifier trained on a labeled set with prior π_s outputs p(c|x) ∝ p(x|c)·π_s(c). On a pool with prior π the
 posterior is p'(c|x) ∝ p(c|x)·π(c)/π_s(c) (Saerens, Latinne & Decaestecker, Neural Computation 2002). π is

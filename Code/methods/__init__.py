@@ -1,0 +1,9 @@
+"""Training methods, one module each, over :mod:`Code.methods.base` (the ``Method`` class and the registry).
+
+Importing this package registers every method; the order here is the order of ``--method`` choices.
+"""
+from Code.methods.base import REGISTRY, Method, build_method, method_names, method_state, register, uses_unlabeled
+from Code.methods import supervised, fixmatch, hermes, mean_teacher  # noqa: F401,E402  (registration)
+
+__all__ = ["REGISTRY", "Method", "build_method", "method_names", "method_state", "register",
+           "uses_unlabeled"]

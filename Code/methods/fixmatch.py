@@ -1,0 +1,123 @@
+"""``fixmatch`` (Sohn et al., NeurIPS 2020) for both heads: the weak view's confident predictions are the strong
+view's targets.
+
+With p = softmax of the teacher on the weak view (per pixel and per image), ŷ = argmax p and keep = p_ŷ > τ_hi
+(:func:`Code.methods.thresholds.dual_threshold_mask` with ``combine="confidence"``)::
+
+    seg_unsup = Dice / CE of the strong-view segmentation against ŷ over the kept pixels (ssl.seg_unsup_loss)
+    cls_unsup = CE of the strong-view classification against ŷ over the kept images
+    L = supervised terms + ρ_u · (seg.w · seg_unsup.w · seg_unsup + cls.w · cls_unsup.w · cls_unsup)
+
+Shared with Hermes for a fair comparison: who labels the weak view (``ssl.teacher``; ``ema`` builds an EMA copy
+of the student, Code/engine/teacher.py) and, with ``ssl.prior_aware`` or ``ssl.class_ratio: pool``, the running
+estimate π of the unlabeled pool's class prior (:class:`Code.methods.thresholds.PoolPrior`): ``prior_aware``
+re-weights the teacher's class probabilities from the labeled prior to π, ``class_ratio: pool`` uses π as r_c of
+the class-adaptive threshold. State: ``teacher`` (EMA weights) and ``pool_prior``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+from torch import nn
+
+from Code.engine.teacher import build_teacher
+from Code.errors import UserError
+from Code.losses import masked_cross_entropy
+from Code.methods.base import Method, StepResult, register
+from Code.methods.terms import Outputs, combine_terms, forward_views, seg_unsup_loss, supervised_terms
+from Code.methods.thresholds import PoolPrior, adjust_to_prior, dual_threshold_mask
+
+Tensor = torch.Tensor
+
+
+@register("fixmatch")
+class FixMatch(Method):
+    combine = "confidence"  # the single fixed threshold τ_hi
+
+    def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
+              labeled_prior: Optional[Tensor] = None) -> None:
+        super().build(config, device, student, labeled_prior)
+        ssl = config["ssl"]
+        self.teacher_mode, self.prior_aware = ssl["teacher"], ssl["prior_aware"]
+        self.pool_ratio = ssl["class_ratio"] == "pool"
+        self.teacher = build_teacher(config, student) if student is not None else None
+        self.pool_prior = (PoolPrior(2, ssl["prior_momentum"]).to(device)
+                           if self.prior_aware or self.pool_ratio else None)
+        prior = torch.full((2,), 0.5) if labeled_prior is None else labeled_prior.float()
+        self.labeled_prior = prior.to(device)
+
+    # ------------------------------------------------------------------------------------------ pseudo-labels
+    def pseudo_labels(self, out_weak: Outputs, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
+        """Thresholded pseudo-labels of the weak view for pixels and images, and their statistics (logged)."""
+        ssl, total = self.config["ssl"], self.config["train"]["iters"]
+        kw = dict(tau_hi=ssl["tau_hi"], tau_lo=ssl["tau_lo"], combine=self.combine)
+        seg_probs = out_weak["seg_logits"].detach().float().softmax(1)
+        cls_probs = out_weak["cls_logits"].detach().float().softmax(1)
+        ratio, stats = None, {}
+        if self.pool_prior is not None:
+            prior = self.pool_prior.update(cls_probs, self.labeled_prior)
+            stats["cls_pool_prior_1"] = prior[1].clone()
+            if self.prior_aware:
+                cls_probs = adjust_to_prior(cls_probs, prior, self.labeled_prior)
+            ratio = prior if self.pool_ratio else None
+        seg_pseudo, seg_keep, seg_stats = dual_threshold_mask(seg_probs, step, total, **kw)
+        cls_pseudo, cls_keep, cls_stats = dual_threshold_mask(cls_probs, step, total, class_ratio=ratio, **kw)
+        stats.update({f"seg_{k}": v for k, v in seg_stats.items()})
+        stats.update({f"cls_{k}": v for k, v in cls_stats.items()})
+        labels = {"seg_pseudo": seg_pseudo, "seg_keep": seg_keep, "cls_pseudo": cls_pseudo, "cls_keep": cls_keep,
+                  "seg_probs": seg_probs, "cls_probs": cls_probs}
+        return labels, stats
+
+    # ------------------------------------------------------------------------------------------ hooks for Hermes
+    def extra_terms(self, out_l: Outputs, out_w: Outputs, out_s: Outputs, mask: Tensor, pl: Dict[str, Tensor],
+                    step: int) -> Dict[str, Tensor]:
+        """Terms beyond FixMatch's (none here)."""
+        return {}
+
+    def after_terms(self, out_l: Outputs, out_w: Outputs, label: Tensor, pl: Dict[str, Tensor], step: int) -> None:
+        """State updates once the total is formed (none here)."""
+
+    # ------------------------------------------------------------------------------------------ the step
+    def step(self, model: nn.Module, labeled, unlabeled, step: int) -> StepResult:
+        """``labeled``: (x, mask, label); ``unlabeled``: (weak B×C×H×W, strong B×C×H×W)."""
+        x, mask, label = labeled
+        weak, strong = unlabeled
+        out_l, out_w, out_s = forward_views(model, x, weak, strong, self.teacher_mode, self.teacher)
+        pl, stats = self.pseudo_labels(out_w, step)
+        terms = supervised_terms(out_l, mask, label)
+        terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, self.config["ssl"]["seg_unsup_loss"])
+        terms["cls_unsup"] = masked_cross_entropy(out_s["cls_logits"], pl["cls_pseudo"], pl["cls_keep"])
+        terms.update(self.extra_terms(out_l, out_w, out_s, mask, pl, step))
+        total = combine_terms(terms, self.config, step)
+        self.after_terms(out_l, out_w, label, pl, step)
+        logs = {k: v.detach() for k, v in terms.items()}
+        logs.update({k: v.detach() for k, v in stats.items()})
+        vis = {"input": weak, "pseudo": pl["seg_pseudo"], "keep": pl["seg_keep"], "seg_probs": pl["seg_probs"],
+               "saliency": out_s.get("saliency"), "gt": mask, "pred_logits": out_l["seg_logits"],
+               "cls_pseudo": pl["cls_pseudo"], "cls_keep": pl["cls_keep"], "cls_probs": pl["cls_probs"]}
+        return total, logs, vis
+
+    def after_step(self, student: nn.Module, step: int) -> None:
+        """Move the EMA teacher towards the updated student (``ssl.teacher: ema``)."""
+        if self.teacher is not None:
+            self.teacher.update(student, step)
+
+    # ------------------------------------------------------------------------------------------ state
+    def state_dict(self) -> Dict[str, Any]:
+        state: Dict[str, Any] = {}
+        if self.teacher is not None:
+            state["teacher"] = self.teacher.state_dict()
+        if self.pool_prior is not None:
+            state["pool_prior"] = self.pool_prior.state_dict()
+        return state
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """The teacher must be there when this run has one; a missing pool prior (a run saved before it was kept)
+        starts afresh."""
+        if self.teacher is not None:
+            if state.get("teacher") is None:
+                raise UserError("the checkpoint has no EMA teacher (it was saved with another ssl.teacher)")
+            self.teacher.load_state_dict(state["teacher"])
+        if self.pool_prior is not None and state.get("pool_prior") is not None:
+            self.pool_prior.load_state_dict(state["pool_prior"])
