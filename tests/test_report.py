@@ -85,8 +85,8 @@ def test_best_selection_tables(runs, capsys):
     # test Dice at the val-best rows: .70, .65, .85 → mean 73.33, sample std sqrt((3.33² + 8.33² + 11.67²)/2) = 10.41
     # (ranked by test it would be .80, .65, .90 → 78.33)
     assert dice[2] == ["supervised", "n/a", "73.33 ± 10.41"]
-    assert dice[3] == ["hermes", "92.00 ± 1.41 (n=2)", "88.00 (n = 1)"]
-    assert dice[4][0] == "mean_teacher"  # unknown methods after the paper's order
+    assert dice[3][0] == "mean_teacher"  # the other registered methods between supervised-only and Hermes
+    assert dice[4] == ["hermes", "92.00 ± 1.41 (n=2)", "88.00 (n = 1)"]
     assert "fixmatch" not in text  # unfinished run skipped
     acc = _table(text, "Accuracy (%)")
     # cls runs only; val-best by (accuracy, AUC with NaN = -inf): step 200 (val auc .9 beats .8) → test .8;

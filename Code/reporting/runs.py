@@ -21,7 +21,6 @@ import yaml
 from Code.engine.evaluation import METRIC_KEYS, best_score
 from Code.errors import UserError
 
-METHOD_ORDER = ("supervised", "fixmatch", "hermes")
 
 
 def find_runs(paths: Sequence[str]) -> List[Path]:
@@ -231,6 +230,15 @@ def settings_beyond_method(results: List[Dict[str, Any]]) -> str:
             "runs of the same entry):\n\n" + "\n".join(lines))
 
 
+def method_order() -> Tuple[str, ...]:
+    """Table rows: supervised-only first, Hermes last, the other registered methods between them."""
+    from Code.methods import method_names
+
+    others = [m for m in method_names() if m not in ("supervised", "hermes")]
+    return ("supervised", *others, "hermes")
+
+
 def method_key(method: str) -> Tuple[int, str]:
+    order = method_order()
     base = method.split(" (")[0]  # a config variant "hermes (train.iters=400)" sorts with its method
-    return (METHOD_ORDER.index(base), method) if base in METHOD_ORDER else (len(METHOD_ORDER), method)
+    return (order.index(base), method) if base in order else (len(order), method)
