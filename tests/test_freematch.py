@@ -47,7 +47,7 @@ def test_defaults_are_the_papers():
 def test_threshold_update_and_mask_by_value():
     """λ = 0.5, one batch: τ = 0.5·1/2 + 0.5·mean(0.9, 0.8, 0.6); p̃ = 0.5·1/2 + 0.5·(1.7/3, 1.3/3); h = 0.5·1/2 +
     0.5·(2/3, 1/3); τ(c) = p̃(c)/max p̃ · τ. Mutations checked: the EMA frozen (no update), the update after the
-    mask, MaxNorm left out, the histogram of the kept labels only, >= instead of >."""
+    mask, MaxNorm left out, the histogram taken from the probabilities instead of the argmax, >= instead of >."""
     policy = SelfAdaptiveThreshold(2, momentum=0.5)
     assert policy.tau.item() == pytest.approx(0.5) and policy.p_tilde.tolist() == [0.5, 0.5]
     pseudo, keep, stats = policy.select(PROBS)
@@ -164,3 +164,19 @@ def test_freematch_trains_two_iterations_on_the_phantom(phantom_split, tmp_path)
     assert latest["step"] == 2 and latest["config"]["method"] == "freematch"
     assert set(latest["method"]) == {"thresholds"}
     assert not math.isclose(latest["method"]["thresholds"]["tau"].item(), 0.5)
+
+
+def test_ema_teacher_option_labels_the_weak_view_and_is_saved():
+    """``freematch.teacher: ema``: the EMA copy labels the weak view and is part of the state. Mutation checked:
+    the teacher not used by the step (the student's own labels)."""
+    config = _config(teacher="ema", momentum=0.0)
+    student = Stub()
+    method = build_method(config, torch.device("cpu"), student)
+    with torch.no_grad():
+        method.teacher.model.s.fill_(-1.0)  # the teacher's malignancy logit is the student's negated
+    labeled, (weak, strong) = _batch()
+    _, _, vis = method.step(student, labeled, (weak, strong), 0)
+    assert torch.allclose(vis["cls_probs"], (-student(weak)["cls_logits"]).softmax(1).detach())
+    assert set(method.state_dict()) == {"thresholds", "teacher"}
+    with pytest.raises(UserError, match="EMA teacher"):
+        method.load_state_dict({"thresholds": method.state_dict()["thresholds"]})
