@@ -26,6 +26,7 @@ CHOICES = {  # "method": the registered methods (Code/methods/, read when a conf
     "eval.select": ("best", "final"),
     "train.cls_optimizer": ("sgd", "adam"),
     "ssl.seg_unsup_loss": ("dice", "ce", "ce_dice"),
+    "freematch.teacher": ("joint", "ema", "eval", "train"),
 }
 # Keys whose value may be of any type (free-form dicts validated elsewhere, or null-able paths/numbers).
 FREE_KEYS = {"data.aug", "data.split", "data.labels", "model.encoder_weights"}
@@ -47,6 +48,7 @@ RANGES = {
     "ssl.consistency_rampup": "[0, 1]",
     "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
     "mean_teacher.ema_decay": "[0, 1)",
+    "freematch.momentum": "[0, 1)", "freematch.unsup_weight": "[0, inf)", "freematch.fairness_weight": "[0, inf)",
     **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
                                              "image_contrast", "consistency")},
     "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",
