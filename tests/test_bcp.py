@@ -1,7 +1,8 @@
 """``bcp`` (Code/methods/bcp.py) by value on a stub network, and 2 iterations on the phantom.
 
 The stub's lesion logit is ``s·x`` per pixel (background 0) and its malignancy logit ``s·mean(x)``; it records every
-batch it sees. With s = 1 for the student and 0.5 for the teacher, the teacher's pseudo-label of u is [u > 0]."""
+batch it sees. With s = 1 for the student and −0.5 for the teacher, the teacher's pseudo-label of u is [u < 0] (the student's
+would be [u > 0])."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,10 +98,10 @@ def test_step_mixes_both_directions_and_weighs_pseudo_labels_by_alpha(monkeypatc
     student = Stub()
     method = build_method(config, torch.device("cpu"), student)
     with torch.no_grad():
-        method.teacher.model.s.fill_(0.5)
+        method.teacher.model.s.fill_(-0.5)
     x, mask, label, weak = _batch()
     total, logs, vis = method.step(student, (x, mask, label), (weak, weak + 5.0), 50)
-    pseudo = (weak[:, 0] > 0).long()
+    pseudo = (weak[:, 0] < 0).long()
     assert torch.equal(vis["pseudo"], pseudo)
     m4 = masks[:, None]
     x_in, x_out = torch.where(m4, x, weak), torch.where(m4, weak, x)
