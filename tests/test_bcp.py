@@ -1,8 +1,8 @@
 """``bcp`` (Code/methods/bcp.py) by value on a stub network, and 2 iterations on the phantom.
 
 The stub's lesion logit is ``s·x`` per pixel (background 0) and its malignancy logit ``s·mean(x)``; it records every
-batch it sees. With s = 1 for the student and −0.5 for the teacher, the teacher's pseudo-label of u is [u < 0] (the student's
-would be [u > 0])."""
+batch it sees. With s = 1 for the student and −0.5 for the teacher, the teacher's pseudo-label of u is [u < 0]
+(the student's would be [u > 0])."""
 import pytest
 import torch
 import torch.nn.functional as F
