@@ -37,6 +37,7 @@ from Code.engine.run_kind import script_of
 from Code.errors import UserError
 from Code.outputs import REPO_ROOT, check_replaceable  # noqa: F401 (REPO_ROOT: re-exported)
 
+TRAINING_TASKS = ("seg", "cls")  # seg_train.py / cls_train.py configs: completed with keys added since (config.py)
 ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "test_predictions_final.csv",
              "test_predictions_best.csv", "tensorboard", "checkpoints")
 END_OF_RUN = ARTEFACTS[3:6]  # the sealed test's outputs: stale once the run is extended
@@ -67,7 +68,7 @@ def read_saved_config(run_dir: Path) -> Optional[Dict[str, Any]]:
         return None
     if not (isinstance(saved, dict) and "task" in saved and "method" in saved):
         return None
-    return complete_saved_config(saved)
+    return complete_saved_config(saved) if saved["task"] in TRAINING_TASKS else saved
 
 
 def folder_state(run_dir: Path) -> str:
@@ -143,7 +144,7 @@ def _checkpoint_info(path: Path, task: str) -> Dict[str, Any]:
         raise UserError(f"{path} is a checkpoint of {script_of(saved_task)}, not of {script_of(task)}; resume it "
                         "with that script")
     saved = state["config"]
-    if "method" in saved:  # a seg/cls training checkpoint (pre-training configs have a schema of their own)
+    if saved.get("task") in TRAINING_TASKS:  # pre-training configs have a schema of their own
         saved = complete_saved_config(saved)
     return {"config": saved, "step": int(state.get("step") or 0)}
 
