@@ -103,8 +103,9 @@ def test_feature_dropout_stream_is_active_and_weighted_half():
     # the total moves by 0.5 · loss.seg per unit of seg_fp and 0.5 · loss.cls per unit of cls_fp
     bumped = dict(logs, seg_fp=logs["seg_fp"] + 1.0, cls_fp=logs["cls_fp"] + 2.0)
     assert (method.total(bumped) - total).item() == pytest.approx(0.5 * 0.5 + 0.5 * 1.1 * 2.0, rel=1e-5)
-    stub(weak)
-    assert torch.equal(stub.seen[1], SCALES * weak)  # no dropout outside the step
+    probe = torch.cat([labeled[0], weak, weak, s1, s2])
+    stub(probe)
+    assert torch.equal(stub.seen[1], SCALES * probe)  # no dropout outside the step
 
 
 def test_two_strong_views_count_a_quarter_each():
