@@ -159,6 +159,24 @@ def test_threshold_keeps_ties_and_drops_below():
             assert all(logs[f"{t}_{s}"].item() == 0.0 for t in ("seg", "cls") for s in ("s1", "s2", "fp"))
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_feature_dropout_reaches_both_heads_of_hermesnet(shared):
+    """On the real network (tiny smoke model) the perturbed rows' segmentation and classification logits differ
+    from the clean weak rows', with one shared encoder or one per task. Mutation checked: only ``encoder`` hooked
+    (with ``model.shared_encoder: false`` the classification head then sees clean features)."""
+    from Code.engine.builders import build_model
+
+    config = load_config(str(SMOKE_CONFIG), [{"method": "unimatch", "model": {"shared_encoder": shared}}])
+    torch.manual_seed(0)
+    model = build_model(config)
+    method = build_method(config, torch.device("cpu"), model)
+    x, weak = torch.randn(1, 1, 64, 64), torch.randn(2, 1, 64, 64)
+    views = method.forward_streams(model, x, weak, weak + 0.1, weak - 0.1)
+    for key in ("seg_logits", "cls_logits"):
+        assert views["fp"][key].shape == views["w"][key].shape
+        assert not torch.allclose(views["fp"][key], views["w"][key], atol=1e-5), key
+
+
 def test_unlabeled_stream_gives_two_independent_strong_views(phantom_split):
     """The method asks for 2 strong views; the dataset then returns (weak, strong_1, strong_2[, mask, label]),
     strong_1 identical to the one-view stream's (other methods' data unchanged), strong_2 another draw.
@@ -177,14 +195,28 @@ def test_unlabeled_stream_gives_two_independent_strong_views(phantom_split):
 
 
 @pytest.mark.slow
-def test_unimatch_trains_two_iterations_on_the_phantom(phantom_split, tmp_path):
+def test_unimatch_trains_on_the_phantom_and_resumes_exactly(phantom_split, tmp_path, capsys):
     """``--method unimatch`` end to end on HermesNet (two strong views through the trainer, pseudo-label
-    diagnostics on): 2 iterations, no method state beyond the network. Mutation checked: the trainer splitting
-    the unlabeled batch after two tensors (strong view 2 taken for the truth)."""
-    out = tmp_path / "run"
-    argv = ["--config", str(SMOKE_CONFIG), "--data", str(phantom_split), "--labels", "4", "--out", str(out),
-            "--device", "cpu", "--method", "unimatch", "--set", "train.iters=2"]
-    assert train_main(argv, task="seg") == 0
-    latest = torch.load(out / "checkpoints" / "latest.pt", weights_only=False)
-    assert latest["step"] == 2 and latest["config"]["method"] == "unimatch" and latest["method"] == {}
-    assert (out / "pseudo_labels.csv").is_file()  # the truth, after the two strong views, reached the monitor
+    diagnostics on): 3 iterations straight, and 3 stopped after 2 and resumed, end with bit-equal weights (the
+    dropout masks and both strong views replayed; the method has no state of its own, ``method`` is ``{}``).
+    Mutations checked: the trainer splitting the unlabeled batch after two tensors (strong view 2 taken for the
+    truth); the unlabeled stream built with one strong view."""
+    runs = {name: tmp_path / name for name in ("whole", "parts")}
+
+    def run(out, *extra):
+        argv = ["--config", str(SMOKE_CONFIG), "--data", str(phantom_split), "--labels", "4", "--out", str(out),
+                "--device", "cpu", "--method", "unimatch", "--set", "train.iters=3", "--set", "eval.every=10",
+                *extra]
+        assert train_main(argv, task="seg") == 0
+
+    run(runs["whole"])
+    run(runs["parts"], "--stop-after", "2")
+    assert torch.load(runs["parts"] / "checkpoints" / "latest.pt", weights_only=False)["step"] == 2
+    run(runs["parts"])
+    assert "from step 2" in capsys.readouterr().err
+    whole, parts = (torch.load(runs[k] / "checkpoints" / "latest.pt", weights_only=False) for k in ("whole", "parts"))
+    assert whole["step"] == parts["step"] == 3 and whole["config"]["method"] == "unimatch"
+    assert whole["method"] == parts["method"] == {}
+    assert set(whole["model"]) == set(parts["model"])
+    assert all(torch.equal(v, parts["model"][k]) for k, v in whole["model"].items())
+    assert (runs["whole"] / "pseudo_labels.csv").is_file()  # the truth, after the two strong views, reached the monitor
