@@ -1,5 +1,5 @@
 """``unimatch`` (Code/methods/unimatch.py) by value on a stub network, its two strong views in the data stream, and
-2 iterations on the phantom.
+a 3-iteration phantom run (straight, and stopped and resumed).
 
 The stub's encoder returns [x, s·c_k·x] (k = 0…3, c = 0.5, 1, 1.5, 2); its lesion logit is the channel mean of
 the second feature (background 0) and its malignancy logit the image mean of that. A clean view z therefore has
