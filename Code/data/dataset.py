@@ -7,6 +7,9 @@
   ``truth=True`` and a ``truth.txt`` in the part (diagnostics only) also ``(mask (S, S) warped like weak, label)``
   — only when ``truth.txt`` covers every listed image; a pool with images that have no truth (unlabeled-only CSV
   rows, ``--extra-unlabeled``) carries none, and ``truth_note`` says why (the diagnostics are then off);
+  ``strong_views=k`` > 1 gives ``k`` strong views after the weak one, ``(weak, strong_1, …, strong_k[, mask, label])``,
+  each an independent photometric draw on the same warped pixels (``n_views`` = 1 + k image tensors); the first
+  draws come first from the sample's generator, so ``strong_1`` is the same tensor as with ``k = 1``;
 - ``"eval"``     reads ``labeled.txt``, resize only (as :func:`Code.data.image_io.preprocess`) →
   ``(image, mask, label, name)``.
 
@@ -40,7 +43,8 @@ class SplitDataset(Dataset):
     """Images (and masks, labels) of one split part; see the module docstring for the modes' outputs."""
 
     def __init__(self, part_dir, mode: str, size: int = 224, in_channels: int = 1,
-                 aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True, truth: bool = False):
+                 aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True, truth: bool = False,
+                 strong_views: int = 1):
         if mode not in MODES:
             raise UserError(f"dataset mode {mode!r} is not one of {', '.join(MODES)}")
         if in_channels not in (1, 3):
@@ -49,10 +53,13 @@ class SplitDataset(Dataset):
             raise UserError(f"image size {size} is too small")
         if seed < 0:
             raise UserError(f"the data seed must be >= 0, got {seed}")
+        if not isinstance(strong_views, int) or strong_views < 1:
+            raise UserError(f"strong_views must be a positive integer, got {strong_views!r}")
         self.part_dir = Path(part_dir)
         if not self.part_dir.is_dir():
             raise UserError(f"split part folder not found: {self.part_dir}")
         self.mode, self.size, self.in_channels, self.seed = mode, int(size), int(in_channels), int(seed)
+        self.strong_views = strong_views
         self.aug = resolve_aug(aug)
         self.epoch = 0
         self.truth_note: Optional[str] = None  # why an unlabeled part asked for its truth carries none
@@ -75,6 +82,11 @@ class SplitDataset(Dataset):
     def has_truth(self) -> bool:
         """Unlabeled mode: whether the samples carry their truth (for diagnostics)."""
         return self.mode == "unlabeled" and len(self.masks) == len(self.names) > 0
+
+    @property
+    def n_views(self) -> int:
+        """Unlabeled mode: the number of image tensors leading each sample (the weak view and the strong ones)."""
+        return 1 + self.strong_views
 
     def _truth_of(self, names):
         """(masks, labels) of ``names`` from ``truth.txt``, or ([], []) with ``truth_note`` set when the file is
@@ -135,11 +147,12 @@ class SplitDataset(Dataset):
             rng = self._rng(index)
             matrix = sample_geometry(rng, self.aug, image.shape[:2], self.size)
             weak = warp_image(image, matrix, self.size)
-            strong = photometric(weak, rng, self.aug)
+            views = [self._to_tensor(weak)]
+            views += [self._to_tensor(photometric(weak, rng, self.aug)) for _ in range(self.strong_views)]
             if not self.has_truth:
-                return self._to_tensor(weak), self._to_tensor(strong)
+                return tuple(views)
             mask = self._masks[index] if self._masks is not None else self._read_mask(index, image)
-            return (self._to_tensor(weak), self._to_tensor(strong),
+            return (*views,
                     torch.from_numpy(warp_mask(mask, matrix, self.size).astype(np.int64)),
                     torch.tensor(self.labels[index], dtype=torch.int64))
         mask = self._masks[index] if self._masks is not None else self._read_mask(index, image)

@@ -50,6 +50,8 @@ RANGES = {
     "mean_teacher.ema_decay": "[0, 1)",
     "freematch.momentum": "[0, 1)", "freematch.unsup_weight": "[0, inf)", "freematch.fairness_weight": "[0, inf)",
     "bcp.mask_ratio": "(0, 1)", "bcp.alpha": "[0, inf)", "bcp.ema_decay": "[0, 1)", "bcp.pretrain_iters": "[0, 1)",
+    "unimatch.threshold": "[0, 1]", "unimatch.fp_dropout": "[0, 1)", "unimatch.strong_weight": "[0, inf)",
+    "unimatch.fp_weight": "[0, inf)",
     **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
                                              "image_contrast", "consistency")},
     "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",

@@ -18,7 +18,7 @@ from Code.data import SplitDataset
 from Code.engine.distributed import DistInfo
 from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
 from Code.errors import UserError
-from Code.methods import uses_unlabeled
+from Code.methods import strong_views, uses_unlabeled
 
 
 def resolve_split(config: Dict[str, Any]) -> Tuple[Path, int]:
@@ -151,7 +151,7 @@ class BatchStream:
 def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistInfo,
                   pin_memory: bool = False) -> Tuple[BatchStream, Optional[BatchStream]]:
     """The labeled stream and, when the method uses unlabeled images (``Method.uses_unlabeled``), the unlabeled
-    stream."""
+    stream (with the method's number of strong views, ``Method.strong_views``)."""
     data, train, seed = config["data"], config["train"], config["seed"]
     common = dict(size=data["size"], in_channels=data["in_channels"], aug=data["aug"], seed=seed)
     labeled = SplitDataset(split / "train" / str(labels) / "labeled", "labeled", **common)
@@ -164,7 +164,8 @@ def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistIn
     if not (unlabeled_dir / "unlabeled.txt").is_file():
         raise UserError(f"malformed split {split}: missing {unlabeled_dir / 'unlabeled.txt'} "
                         f"(method '{config['method']}' needs unlabeled images)")
-    unlabeled = SplitDataset(unlabeled_dir, "unlabeled", truth=config["log"]["pseudo_diagnostics"], **common)
+    unlabeled = SplitDataset(unlabeled_dir, "unlabeled", truth=config["log"]["pseudo_diagnostics"],
+                             strong_views=strong_views(config), **common)
     if unlabeled.truth_note and dist.is_main:
         print(f"note: pseudo-label diagnostics off: {unlabeled.truth_note}", file=sys.stderr)
     if len(unlabeled) == 0:

@@ -220,7 +220,8 @@ class Trainer:
         unlabeled, truth = None, None
         if self.unlabeled_stream is not None:
             batch = to_device(next(self.unlabeled_stream), self.device, self.channels_last)
-            unlabeled, truth = batch[:2], batch[2:]  # the truth (diagnostics only) never enters the step
+            views = self.unlabeled_stream.dataset.n_views  # weak + the method's strong views (Method.strong_views)
+            unlabeled, truth = batch[:views], batch[views:]  # the truth (diagnostics only) never enters the step
         autocast = (torch.autocast("cuda", dtype=self.amp_dtype) if self.amp_dtype is not None else nullcontext())
         with autocast:
             loss, logs, vis = self.method.step(self.model, labeled, unlabeled, self.step)

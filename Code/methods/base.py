@@ -47,6 +47,7 @@ class Method:
 
     name = ""
     uses_unlabeled = True  # False: the trainer builds no unlabeled stream and step() gets unlabeled=None
+    strong_views = 1  # strong views per unlabeled image: step() gets (weak, strong_1, …, strong_k)
 
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
@@ -83,6 +84,11 @@ def method_state(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 def uses_unlabeled(config: Dict[str, Any]) -> bool:
     """Whether ``config['method']`` trains on unlabeled images (then the trainer builds the unlabeled stream)."""
     return REGISTRY[config["method"]].uses_unlabeled
+
+
+def strong_views(config: Dict[str, Any]) -> int:
+    """How many strong views of each unlabeled image ``config['method']`` asks the unlabeled stream for."""
+    return REGISTRY[config["method"]].strong_views
 
 
 def build_method(config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
