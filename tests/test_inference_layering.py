@@ -2,7 +2,8 @@
 
 Parsed with ``ast`` (nothing is imported), so a lazy import inside a function counts as much as a top-level one.
 Mutation checked: ``from Code.engine.selection import best_score`` added to ``Code/inference/metrics.py`` (and
-``import Code.reporting.figures`` to ``predictors.py``) made the first test fail, naming the file and module.
+``import Code.reporting.figures`` to ``predictors.py``) made the first test fail, naming the file and module;
+``from Code.engine.builders import build_model`` added to ``Code/common/checkpoint.py`` made the second fail.
 """
 import ast
 from pathlib import Path
@@ -28,7 +29,7 @@ def hermes_imports(path: Path):
 
 def allowed(module: str) -> bool:
     if module != "Code" and not module.startswith("Code."):
-        return module not in ("_bootstrap",)  # third-party or standard library
+        return module != "_bootstrap"  # third-party or standard library; _bootstrap is the scripts' path setup
     return any(module == a or module.startswith(a + ".") for a in ALLOWED)
 
 
