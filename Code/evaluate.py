@@ -39,7 +39,7 @@ import torch
 
 from Code.data import CLASS_NAMES, denormalize
 from Code.errors import UserError, run_cli
-from Code.engine.checkpoint import load_model_from_checkpoint
+from Code.inference.loading import load_model_from_checkpoint
 from Code.outputs import FORCE_HELP, prepare_output_folder
 from Code.reporting.figures import overlay_panel, plot_confusion_and_roc, safe_stem, write_png
 
@@ -170,7 +170,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if not (part / "labeled.txt").is_file():
         raise UserError(f"no labeled.txt in {part} (expected a split part such as SPLIT/test)")
-    from Code.engine.calibration import calibration_path, resolve_temperature
+    from Code.inference.calibration import calibration_path, resolve_temperature
     from Code.reporting.trust import validation_part_to_fit
     val = validation_part_to_fit(args.calibrate, args.val, args.force, checkpoint, part)
     calibration = resolve_temperature(args.calibration, checkpoint)
@@ -183,10 +183,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if warning:
         print(f"warning: {warning}", file=sys.stderr)
     # the heavy imports (smp, timm) only once the arguments are checked
-    from Code.engine.calibration import checkpoint_sha256, save_calibration
-    from Code.engine.evaluation import evaluate_model, summarize_metrics
-    from Code.reporting.trust import (UncertaintyCollector, apply_temperature, fit_calibration, format_trust,
-                                     labeled_loader, trust_report)
+    from Code.inference.calibration import checkpoint_sha256, save_calibration
+    from Code.inference.metrics import summarize_metrics
+    from Code.inference.prediction import evaluate_model
+    from Code.inference.calibration import apply_temperature
+    from Code.inference.calibration_fit import fit_calibration
+    from Code.reporting.trust import EntropyPanelCollector, format_trust, labeled_loader, trust_report
 
     model, config, step = load_model_from_checkpoint(checkpoint, device)
     amp = device.type == "cuda" and not args.no_amp
@@ -199,7 +201,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"fitted on {calibration['n_val']} val images: T = {calibration['temperature']:.4f}, "
               f"wrote {calibration_path(checkpoint)}")
     loader = labeled_loader(part, config, args.batch_size, args.num_workers, device)
-    collector = UncertaintyCollector(None if args.no_overlays else out / "entropy")
+    collector = EntropyPanelCollector(None if args.no_overlays else out / "entropy")
     on_batch = _chain(None if args.no_overlays else OverlayWriter(out / "overlays"), collector)
     records = evaluate_model(apply_temperature(model, calibration), loader, device, amp=amp, on_batch=on_batch)
     if not records:

@@ -8,7 +8,7 @@ Usage::
 The exported graph takes the pre-processed image batch ``image`` (B×C×H×W float32; batch and spatial size
 dynamic, H and W multiples of 32) and returns ``lesion_prob`` (B×1×H×W) and ``class_prob`` (B×K, the class
 logits divided by the temperature before the softmax). The pre-processing (input size, normalisation, channels),
-class names, temperature and review thresholds are stored in the file's metadata (``engine/export_graph.py``).
+class names, temperature and review thresholds are stored in the file's metadata (``inference/export_graph.py``).
 ``--temperature``: a number, a calibration file of ``evaluate.py --calibrate`` (its review thresholds are stored
 too) or ``auto`` (the one next to the checkpoint); default 1 (no calibration). ``--out`` is named for its format
 (``.onnx``; ``.ts`` or ``.pt`` for TorchScript): ``predict.py --model`` picks the runtime by the name. An existing
@@ -34,7 +34,7 @@ def is_exported_model(path: Path) -> bool:
     training checkpoint, which is a zip archive without ``hermes.json``)."""
     import zipfile
 
-    from Code.engine.export_graph import TORCHSCRIPT_EXTRA, read_onnx_metadata
+    from Code.inference.export_graph import TORCHSCRIPT_EXTRA, read_onnx_metadata
 
     if zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
@@ -65,19 +65,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"checkpoint not found: {checkpoint}")
     if out.is_dir():
         raise UserError(f"--out {out} is a folder (name the file to write, e.g. {out / 'model.onnx'})")
-    from Code.engine.export_graph import check_out_suffix
+    from Code.inference.export_graph import check_out_suffix
     check_out_suffix(out, args.format)
     inputs = [(checkpoint, f"--checkpoint {checkpoint}")]
     if args.temperature and Path(args.temperature).is_file():
         inputs.append((args.temperature, f"--temperature {args.temperature}"))
     prepare_output_file(out, "export.py", args.force, inputs, kind=is_exported_model,
                         kind_name="a model exported by export.py (ONNX or TorchScript)")
-    from Code.engine.calibration import resolve_temperature
+    from Code.inference.calibration import resolve_temperature
     calibration = resolve_temperature(args.temperature, checkpoint) or {"temperature": 1.0,
                                                                         "review_thresholds": None}
     import torch
-    from Code.engine.checkpoint import load_model_from_checkpoint
-    from Code.engine.export_graph import (InferenceGraph, check_exportable, export_metadata, export_onnx,
+    from Code.inference.loading import load_model_from_checkpoint
+    from Code.inference.export_graph import (InferenceGraph, check_exportable, export_metadata, export_onnx,
                                           export_torchscript)
 
     model, config, step = load_model_from_checkpoint(checkpoint, "cpu")

@@ -16,7 +16,7 @@ threshold 0.5). Writes to DIR (default ``<run folder of the checkpoint>/predicti
 ``overlays/<stem>.png`` (image beside the prediction in green), ``entropy/<stem>.png`` (image beside its
 per-pixel predictive entropy, resized to the original size) and ``predictions.csv`` (file, pred_class,
 prob_benign, prob_malignant, lesion_area_px, mask, class_entropy, lesion_entropy, review; entropies normalised to
-[0, 1], see ``engine/uncertainty.py``, and computed at the model's input size like ``evaluate.py`` and the
+[0, 1], see ``inference/uncertainty.py``, and computed at the model's input size like ``evaluate.py`` and the
 thresholds, so that both scripts flag the same images). ``review`` is 1 when the class entropy or the mean
 entropy on the predicted lesion exceeds its threshold chosen on val, 0 otherwise, and empty without thresholds:
 they come with ``--calibration`` (``<checkpoint stem>.calibration.json`` of ``evaluate.py --calibrate``, or FILE,
@@ -41,8 +41,8 @@ import torch.nn.functional as F
 
 from Code.data import CLASS_NAMES, load_gray, preprocess
 from Code.errors import UserError, run_cli
-from Code.engine.checkpoint import load_model_from_checkpoint
-from Code.engine.uncertainty import image_uncertainty, review_flags
+from Code.inference.loading import load_model_from_checkpoint
+from Code.inference.uncertainty import image_uncertainty, review_flags
 from Code.evaluate import prepare_out, resolve_device, run_folder_of
 from Code.outputs import FORCE_HELP
 from Code.reporting.figures import overlay_panel, safe_stem, write_png
@@ -142,7 +142,7 @@ def image_row(path: Path, stem: str, seg_probs: torch.Tensor, cls_probs: torch.T
 
 def predict_files(predictor, files: Sequence[Path], out: Path, batch_size: int, overlays: bool,
                   failures: List[Tuple[str, str]]) -> List[Dict]:
-    """Run ``predictor`` (``engine.predictors``) on ``files`` in batches; write masks (and overlays, entropy
+    """Run ``predictor`` (``inference.predictors``) on ``files`` in batches; write masks (and overlays, entropy
     panels); return the rows of predictions.csv."""
     (out / "masks").mkdir(exist_ok=True)
     if overlays:
@@ -197,8 +197,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def open_predictor(args: argparse.Namespace):
     """The predictor of ``--checkpoint`` (with ``--calibration``) or of ``--model``; checks files first."""
-    from Code.engine.calibration import calibration_path, resolve_temperature
-    from Code.engine.predictors import CheckpointPredictor, open_exported
+    from Code.inference.calibration import calibration_path, resolve_temperature
+    from Code.inference.predictors import CheckpointPredictor, open_exported
 
     if args.model:
         if args.device == "cuda":

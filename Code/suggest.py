@@ -99,7 +99,7 @@ def write_outputs(out: Path, rows: List[Dict], maps, settings: Dict) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from Code.active.scoring import predict_maps, score_pool
     from Code.active.split_check import check_checkpoint_split
-    from Code.engine.checkpoint import load_model_from_checkpoint
+    from Code.inference.loading import load_model_from_checkpoint
     from Code.evaluate import resolve_device
 
     args = parse_args(argv)

@@ -1,4 +1,4 @@
-"""engine.calibration: ECE / Brier against a hand-computed case, temperature scaling, the stored document."""
+"""inference.calibration: ECE / Brier against a hand-computed case, temperature scaling, the stored document."""
 import hashlib
 import json
 import math
@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from Code.engine.calibration import (TemperatureScaled, calibration_metrics, calibration_path, checkpoint_sha256,
+from Code.inference.calibration import (TemperatureScaled, calibration_metrics, calibration_path, checkpoint_sha256,
                                      fit_temperature, load_calibration, nll, reliability_curve, rescale_probs,
                                      resolve_temperature, save_calibration)
 from Code.errors import UserError

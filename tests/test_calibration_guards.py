@@ -11,8 +11,8 @@ import cv2
 import pytest
 import torch
 
-from Code.engine.calibration import calibration_path, checkpoint_sha256, save_calibration
-from Code.engine.checkpoint import load_checkpoint, save_checkpoint
+from Code.inference.calibration import calibration_path, checkpoint_sha256, save_calibration
+from Code.common.checkpoint import load_checkpoint, save_checkpoint
 from Code.engine.config import load_config
 from helpers import load_script, smoke_model_with_decisions
 
@@ -92,7 +92,7 @@ def test_calibration_is_tied_to_its_checkpoint_file(checkpoint, tmp_path, run_ma
     content), or for a file without the hash, evaluate.py/predict.py --calibration and export.py --temperature
     auto/FILE refuse in one line with the refit hint, writing nothing. A copy of the checkpoint (same bytes) keeps
     its calibration. Mutation checked: resolve_temperature not calling check_fitted_on fails."""
-    from Code.engine.calibration import resolve_temperature
+    from Code.inference.calibration import resolve_temperature
 
     document = {"temperature": 1.5, "review_thresholds": None, "checkpoint_sha256": checkpoint_sha256(checkpoint)}
     stored = calibration_path(checkpoint)

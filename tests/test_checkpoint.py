@@ -2,7 +2,7 @@
 best row of ``metrics.csv`` (and the weights the sealed test scores at the val-chosen step), and checkpoints of
 compiled / DDP-wrapped models that load into a plain model.
 
-Every test names in its docstring the deliberate break of ``Code/engine/checkpoint.py`` or ``trainer.py`` it was
+Every test names in its docstring the deliberate break of ``Code/common/checkpoint.py`` or ``trainer.py`` it was
 seen to fail on.
 """
 from __future__ import annotations
@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from Code.engine.builders import build_model
-from Code.engine.checkpoint import clean_state_dict, load_checkpoint, load_model_from_checkpoint, save_checkpoint
+from Code.common.checkpoint import clean_state_dict, load_checkpoint, save_checkpoint
+from Code.inference.loading import load_model_from_checkpoint
 from Code.engine.config import load_config
-from Code.engine.evaluation import METRIC_KEYS
+from Code.inference.metrics import METRIC_KEYS
 from helpers import SELECTION_COLUMN, smoke_config
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -72,7 +73,7 @@ def _scripted_val(scores, calls):
 
 def _checkpoint_rows(path, loader):
     """Per-image test records of the model in checkpoint ``path`` as the prediction CSVs write them."""
-    from Code.engine.evaluation import evaluate_model
+    from Code.inference.prediction import evaluate_model
 
     model, _, _ = load_model_from_checkpoint(path)
     return {r["name"]: r for r in evaluate_model(model, loader, "cpu")}
@@ -90,7 +91,7 @@ def test_best_checkpoint_is_the_best_row_of_metrics_csv(phantom_split, tmp_path,
     the end-of-run test scoring without swapping in best.pt's weights (the best CSV holds the final weights'
     probabilities); ``slim_state`` returning the full state (best.pt keys)."""
     from Code.engine import trainer as trainer_module
-    from Code.engine.evaluation import summarize_metrics
+    from Code.inference.metrics import summarize_metrics
     from Code.engine.sealed_test import read_predictions
 
     run = tmp_path / "run"

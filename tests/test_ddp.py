@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 
 from Code.engine.data import InfiniteBatchSampler
 from Code.engine.distributed import DistInfo
-from Code.engine.evaluation import METRIC_KEYS
+from Code.inference.metrics import METRIC_KEYS
 from helpers import smoke_config
 
 WORLD = 2
@@ -73,7 +73,7 @@ def _worker(rank: int, split: str, checkpoint: str, out: str, rendezvous: str) -
     """One gloo rank: a Trainer with DistInfo(rank, 2) (DDP-wrapped model), the checkpoint's weights, ``evaluate()``."""
     import torch.distributed as dist
 
-    from Code.engine.checkpoint import load_checkpoint
+    from Code.common.checkpoint import load_checkpoint
     from Code.engine.distributed import DistInfo, unwrap
     from Code.engine.trainer import Trainer
 
@@ -98,8 +98,9 @@ def test_gathered_evaluation_equals_single_process(phantom_split, tmp_path):
 
     Mutations checked: no gathering in ``Trainer.evaluate`` (each rank summarises its own records); the padding
     kept (records concatenated instead of de-duplicated by name)."""
-    from Code.engine.checkpoint import save_checkpoint
-    from Code.engine.evaluation import evaluate_model, summarize_metrics
+    from Code.common.checkpoint import save_checkpoint
+    from Code.inference.metrics import summarize_metrics
+    from Code.inference.prediction import evaluate_model
     from Code.engine.trainer import Trainer
 
     split = _odd_split(phantom_split, tmp_path)

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from Code.engine.builders import build_model
-from Code.engine.checkpoint import save_checkpoint
+from Code.common.checkpoint import save_checkpoint
 from Code.engine.config import load_config
-from Code.engine.evaluation import METRIC_KEYS
+from Code.inference.metrics import METRIC_KEYS
 from Code.errors import UserError
 from helpers import load_script
 

@@ -106,7 +106,7 @@ def numpy_dice(pred, truth):
 def test_evaluate_reports_the_stubs_masks_classes_and_probabilities(eval_part, stub_loader, tmp_path):
     """per_image.csv and metrics.json hold what the stub predicts, with Dice recomputed here from the files.
 
-    Mutations checked: ``prob_mal = cls_probs[:, 0]`` in ``evaluation._batch_records``; the lesion mask taken as
+    Mutations checked: ``prob_mal = cls_probs[:, 0]`` in ``prediction._batch_records``; the lesion mask taken as
     ``argmax == 0`` in ``evaluate_model``; Dice computed as ``tp / (tp + fp + fn)``; ``dice`` of an image with
     both masks empty set to 0; records of a batch written in reverse order."""
     checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"

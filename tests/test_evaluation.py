@@ -5,8 +5,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from Code.engine.evaluation import (METRIC_KEYS, RECORD_KEYS, best_score, dice_from_counts, evaluate_model,
-                                    iou_from_counts, pixel_counts, summarize_metrics)
+from Code.engine.selection import best_score
+from Code.inference.metrics import (METRIC_KEYS, RECORD_KEYS, dice_from_counts, iou_from_counts, pixel_counts,
+                                    summarize_metrics)
+from Code.inference.prediction import evaluate_model
 
 
 class SignModel(torch.nn.Module):

@@ -9,11 +9,12 @@ import pytest
 import torch
 
 from Code.data import load_gray, normalization, preprocess
-from Code.engine.calibration import calibration_path, checkpoint_sha256, save_calibration
-from Code.engine.checkpoint import load_model_from_checkpoint, save_checkpoint
+from Code.inference.calibration import calibration_path, checkpoint_sha256, save_calibration
+from Code.common.checkpoint import save_checkpoint
+from Code.inference.loading import load_model_from_checkpoint
 from Code.engine.config import load_config
-from Code.engine.export_graph import read_onnx_metadata
-from Code.engine.predictors import CheckpointPredictor, OnnxPredictor, TorchScriptPredictor, open_exported
+from Code.inference.export_graph import read_onnx_metadata
+from Code.inference.predictors import CheckpointPredictor, OnnxPredictor, TorchScriptPredictor, open_exported
 from Code.errors import UserError
 from helpers import load_script, smoke_model_with_decisions
 

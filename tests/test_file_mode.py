@@ -6,10 +6,10 @@ import stat
 import pytest
 import torch
 
-from Code.engine.calibration import save_calibration
-from Code.engine.checkpoint import save_checkpoint
-from Code.engine.export_graph import _atomic
-from Code.engine.file_mode import current_umask, user_file_mode
+from Code.inference.calibration import save_calibration
+from Code.common.checkpoint import save_checkpoint
+from Code.inference.export_graph import _atomic
+from Code.common.file_mode import current_umask, user_file_mode
 
 
 def _write_checkpoint(path):

@@ -238,7 +238,7 @@ def test_run_folder_rules(split_with_val, smoke_run, tmp_path):
 
 def fake_pretrain_run(folder, split, step, **pretrain):
     """A pre-training run folder as the trainer leaves it (config.yaml, checkpoints/latest.pt at ``step``)."""
-    from Code.engine.checkpoint import save_checkpoint
+    from Code.common.checkpoint import save_checkpoint
     from Code.engine.config import dump_config
     from Code.pretraining.config import load_pretrain_config
 
@@ -325,7 +325,7 @@ def test_encoder_weights_from_a_training_or_pretraining_checkpoint(phantom_split
     ("does not fit the encoder: unexpected keys"); the numpy RNG globals not allowed (the trainer's checkpoint is
     refused); the recorded-encoder check skipped for checkpoints (a shape message instead of 'made for')."""
     from Code.engine.builders import build_model
-    from Code.engine.checkpoint import save_checkpoint
+    from Code.common.checkpoint import save_checkpoint
     from Code.engine.runtime import rng_state
     from Code.models.encoders import build_encoder
     from Code.pretraining.config import load_pretrain_config

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from Code.engine import evaluation
+from Code.engine import selection
 from Code.engine.cli import main as train_main
 from helpers import SMOKE_CONFIG
 
@@ -67,7 +67,7 @@ def _rows(run):
 def first_evaluation_stays_best(monkeypatch):
     """Every evaluation scores the same, so the first one (step 3) stays best: a resumed run must keep the best
     record of the interrupted one instead of declaring its own first evaluation (step 6) the best."""
-    monkeypatch.setattr(evaluation, "best_score", lambda metrics, task, step: (0.0,))
+    monkeypatch.setattr(selection, "best_score", lambda metrics, task, step: (0.0,))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from Code.engine.checkpoint import save_checkpoint
+from Code.common.checkpoint import save_checkpoint
 from Code.engine.config import dump_config, load_config
 from Code.engine.run_folder import REPO_ROOT, prepare_run_dir
 from Code.errors import UserError

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from Code.engine.cli import main as train_main
-from Code.engine.evaluation import METRIC_KEYS
+from Code.inference.metrics import METRIC_KEYS
 from Code.engine.sealed_test import PREDICTION_COLUMNS
 from helpers import SMOKE_CONFIG
 

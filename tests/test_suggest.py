@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from Code.active.strategies import batch_parts, outside_share, select, strategy_scores
-from Code.engine.checkpoint import save_checkpoint
+from Code.common.checkpoint import save_checkpoint
 from helpers import load_script, smoke_config, smoke_model_with_decisions
 
 pytestmark = pytest.mark.usefixtures("single_thread")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from Code.engine.evaluation import METRIC_KEYS
+from Code.inference.metrics import METRIC_KEYS
 from helpers import SUBPROCESS_ENV as ENV
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +178,6 @@ def test_torchrun_two_processes(tiny_split, tmp_path):
     assert [r[0] for r in read_metrics(run)[1:]] == ["2", "4"]
     state = torch.load(run / "checkpoints" / "latest.pt", weights_only=False)
     assert len(state["rng"]) == 2 and not any(k.startswith("module.") for k in state["model"])
-    from Code.engine.checkpoint import load_model_from_checkpoint
+    from Code.inference.loading import load_model_from_checkpoint
     model, config, step = load_model_from_checkpoint(run / "checkpoints" / "latest.pt")
     assert config["task"] == "seg" and step == 4 and not model.training

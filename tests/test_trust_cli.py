@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from Code.engine.calibration import calibration_metrics, calibration_path, rescale_probs
-from Code.engine.checkpoint import save_checkpoint
+from Code.inference.calibration import calibration_metrics, calibration_path, rescale_probs
+from Code.common.checkpoint import save_checkpoint
 from Code.engine.config import load_config
-from Code.engine.uncertainty import review_flags
+from Code.inference.uncertainty import review_flags
 from Code.errors import UserError
 from helpers import load_script, smoke_model_with_decisions
 

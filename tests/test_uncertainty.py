@@ -1,10 +1,10 @@
-"""engine.uncertainty: normalised entropy, lesion entropy, review thresholds and flags, risk–coverage."""
+"""inference.uncertainty: normalised entropy, lesion entropy, review thresholds and flags, risk–coverage."""
 import math
 
 import pytest
 import torch
 
-from Code.engine.uncertainty import (fit_review_thresholds, flag_table, image_uncertainty, lesion_mean,
+from Code.inference.uncertainty import (fit_review_thresholds, flag_table, image_uncertainty, lesion_mean,
                                      normalized_entropy, review_flags, risk_coverage, score_at_coverage)
 
 

@@ -103,7 +103,7 @@ def test_evaluate_warns_when_the_images_are_training_images(phantom_split, tmp_p
     """Defect 12. Mutations checked: without training_images_warning evaluate.py prints no warning; with the part
     lookup removed the test part is flagged too."""
     from Code.engine.builders import build_model
-    from Code.engine.checkpoint import save_checkpoint
+    from Code.common.checkpoint import save_checkpoint
     from Code.engine.config import load_config
 
     config = load_config(str(Path(__file__).resolve().parents[1] / "configs" / "smoke.yaml"))

@@ -17,7 +17,7 @@ import torch
 
 from Code.active.strategies import PARTS, batch_parts
 from Code.data import load_gray, preprocess
-from Code.engine.evaluation import predict_batch
+from Code.inference.prediction import predict_batch
 from Code.models.saliency import class_activation_map
 
 
@@ -73,7 +73,7 @@ def predict_maps(model: torch.nn.Module, paths: Sequence[Path], size: int, in_ch
                  amp: bool = False) -> List[Tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """For the contact sheet: per image ``(input gray S×S uint8, predicted mask S×S {0,1}, entropy map S×S)``."""
     from Code.data import resize_image
-    from Code.engine.uncertainty import normalized_entropy
+    from Code.inference.uncertainty import normalized_entropy
 
     out = []
     for path in paths:

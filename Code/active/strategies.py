@@ -2,7 +2,7 @@
 
 Per image, from the model's softmax outputs at its input size S (``seg`` 2×S×S, ``cls`` K) — all in [0, 1]:
 
-- ``pixel_entropy`` = mean over all S² pixels of H(seg[:, x]) (normalised entropy, ``engine/uncertainty.py``):
+- ``pixel_entropy`` = mean over all S² pixels of H(seg[:, x]) (normalised entropy, ``inference/uncertainty.py``):
   how unsure the lesion map is, boundary and faint lesions included; defined even when no lesion is predicted;
 - ``class_entropy`` = H(cls), how unsure the benign/malignant call is;
 - ``disagreement`` = 1 − Σ_x c(x)·p(x) / Σ_x c(x): the share of the classifier's evidence that lies outside the
@@ -34,7 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from Code.engine.uncertainty import normalized_entropy
+from Code.inference.uncertainty import normalized_entropy
 
 STRATEGIES = ("random", "entropy", "disagreement", "diverse")
 PARTS = ("pixel_entropy", "class_entropy", "disagreement", "prob_malignant", "lesion_area")

@@ -2,7 +2,7 @@
 ``python Code/bench.py export [--checkpoint CKPT [--onnx FILE] | --encoder resnet34] [--size 224] [--batches 1 8]
 [--runs 10]``.
 
-The same inference graph (``engine/export_graph.py``: lesion probability at input size + class probabilities)
+The same inference graph (``inference/export_graph.py``: lesion probability at input size + class probabilities)
 runs in both; the ONNX file is exported to a temporary folder first, unless ``--onnx`` names the export of
 ``--checkpoint`` (its temperature is then used for the PyTorch graph too). Per batch size, the median time of
 ``--runs`` calls after 2 warm-up calls gives images/s. Both runtimes use the same number of intra-op threads
@@ -40,7 +40,7 @@ def _median_seconds(call: Callable[[], object], runs: int) -> float:
 def _load(args: argparse.Namespace):
     """(model, config) from ``--checkpoint``, else a randomly initialised model of ``--encoder``."""
     if args.checkpoint:
-        from Code.engine.checkpoint import load_model_from_checkpoint
+        from Code.inference.loading import load_model_from_checkpoint
         model, config, _ = load_model_from_checkpoint(args.checkpoint, "cpu")
         return model, dict(config, data=dict(config["data"], size=args.size))
     from Code.engine.builders import build_model
@@ -70,9 +70,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         raise UserError(f"--onnx needs --checkpoint and an existing file: {args.onnx}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from Code.engine.export_graph import (InferenceGraph, check_exportable, export_metadata, export_onnx,
+    from Code.inference.export_graph import (InferenceGraph, check_exportable, export_metadata, export_onnx,
                                           read_onnx_metadata)
-    from Code.engine.predictors import OnnxPredictor
+    from Code.inference.predictors import OnnxPredictor
 
     model, config = _load(args)
     check_exportable(config)

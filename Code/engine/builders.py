@@ -9,8 +9,8 @@ from Code.models import HermesNet
 
 
 def build_model(config: Dict[str, Any]) -> HermesNet:
-    """``HermesNet`` from ``config['model']`` and the data's channel count."""
-    return HermesNet(in_channels=config["data"]["in_channels"], **config["model"])
+    """``HermesNet`` from ``config['model']`` and the data's channel count (:meth:`HermesNet.from_config`)."""
+    return HermesNet.from_config(config)
 
 
 def build_optimizers(model: HermesNet, config: Dict[str, Any]) -> Tuple[torch.optim.Optimizer, torch.optim.Optimizer]:

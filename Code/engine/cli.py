@@ -122,7 +122,7 @@ def main(argv: Optional[Sequence[str]], task: str) -> int:
 
 
 def _train(plan, run_dir, device, dist, stop_after) -> int:
-    from Code.engine.checkpoint import load_checkpoint
+    from Code.common.checkpoint import load_checkpoint
     from Code.engine.trainer import Trainer, format_metrics
 
     config, checkpoint = plan.config, plan.checkpoint

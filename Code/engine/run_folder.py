@@ -133,7 +133,7 @@ def truncate_metrics(run_dir: Path, step: int) -> int:
 
 
 def _checkpoint_info(path: Path, task: str) -> Dict[str, Any]:
-    from Code.engine.checkpoint import load_checkpoint
+    from Code.common.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
     if state.get("slim"):

@@ -38,7 +38,7 @@ def _atomic_write(path: Path, write) -> None:
 
 
 def write_predictions(path: Path, records: Sequence[Dict[str, Any]]) -> None:
-    """One CSV row per record of :func:`Code.engine.evaluation.evaluate_model`, sorted by image name."""
+    """One CSV row per record of :func:`Code.inference.prediction.evaluate_model`, sorted by image name."""
     def write(handle):
         writer = csv.writer(handle)
         writer.writerow(PREDICTION_COLUMNS)
@@ -78,7 +78,7 @@ def finished_result(run_dir: Path, step: int) -> Optional[Dict[str, Any]]:
 
 def load_best_weights(path: Path, step: int) -> Dict[str, torch.Tensor]:
     """The model weights of ``best.pt``, checked to be those of the val-chosen ``step`` the trainer remembers."""
-    from Code.engine.checkpoint import load_checkpoint
+    from Code.common.checkpoint import load_checkpoint
 
     state = load_checkpoint(path)
     if state.get("step") != step:

@@ -5,8 +5,8 @@ are summed on the device and read back only every ``log.every`` steps, which is 
 detected. Every ``eval.every`` steps (and after the last one) the **val** part is evaluated, ``metrics.csv``
 gets a row (``step``, ``val_<name>``; the test metrics under their names only with ``eval.test_curves``) and
 ``checkpoints/latest.pt`` (the full training state) is written atomically, plus a slim ``best.pt`` (weights,
-config, step, val metrics: :func:`Code.engine.checkpoint.slim_state`) when the val score improves by the tie rule
-of :func:`Code.engine.evaluation.best_score` (a split without ``val/`` has no ``best.pt``). The test part is sealed:
+config, step, val metrics: :func:`Code.common.checkpoint.slim_state`) when the val score improves by the tie rule
+of :func:`Code.engine.selection.best_score` (a split without ``val/`` has no ``best.pt``). The test part is sealed:
 scored once, after the last step, with the final weights and with ``best.pt``'s (:mod:`Code.engine.sealed_test`:
 ``final_metrics.json`` and the per-image ``test_predictions_*.csv``); never at a ``--stop-after`` or signal stop,
 and not again when a finished run is invoked once more.
@@ -23,16 +23,18 @@ from typing import Any, Dict, Optional
 import torch
 from tqdm import tqdm
 
-from Code.engine import evaluation, sealed_test
+from Code.common.checkpoint import clean_state_dict, save_checkpoint, slim_state
+from Code.engine import sealed_test, selection
 from Code.engine.builders import build_model, build_optimizers
-from Code.engine.checkpoint import clean_state_dict, save_checkpoint, slim_state
 from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
 from Code.engine.diagnostics import PseudoLabelMonitor
-from Code.engine.finite import NonFiniteWatch
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
+from Code.engine.finite import NonFiniteWatch
 from Code.engine.logging import RunLogger, ScalarWindow
 from Code.engine.runtime import amp_dtype, apply_gradients, rng_state, seed_everything, set_rng_state, to_device
 from Code.errors import UserError
+from Code.inference.metrics import METRIC_KEYS, summarize_metrics
+from Code.inference.prediction import evaluate_model
 from Code.methods import build_method, method_state
 
 
@@ -68,8 +70,8 @@ class Trainer:
             print(f"note: {self.split} has no val/ part (data_split.py --val-ratio): no best.pt is chosen, "
                   f"test is reported at the final step only", file=sys.stderr)
         self.test_curves = bool(config["eval"].get("test_curves", True))  # absent: a run from before the seal had them
-        self.logger = RunLogger(self.run_dir, evaluation.METRIC_KEYS if self.test_curves else (), enabled=dist.is_main,
-                                val_keys=evaluation.METRIC_KEYS)
+        self.logger = RunLogger(self.run_dir, METRIC_KEYS if self.test_curves else (), enabled=dist.is_main,
+                                val_keys=METRIC_KEYS)
         truth = self.unlabeled_stream is not None and self.unlabeled_stream.dataset.has_truth
         self.monitor = PseudoLabelMonitor(self.run_dir, enabled=dist.is_main) if truth else None
         self.window = ScalarWindow()
@@ -195,7 +197,7 @@ class Trainer:
             weights = sealed_test.load_best_weights(self.run_dir / "checkpoints" / "best.pt", self.best["step"])
             with sealed_test.swapped_weights(unwrap(self.model), weights):
                 best_records = self.records(self.eval_loader)
-        summarize = evaluation.summarize_metrics
+        summarize = summarize_metrics
         result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
                                           summarize(final_records), self.last_val, self.best,
                                           summarize(best_records) if best_records is not None else None)
@@ -255,22 +257,22 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- evaluation
     def records(self, loader) -> list:
-        """Per-image records (``evaluation.RECORD_KEYS``) of ``loader``'s part, sorted by image; under DDP each rank
+        """Per-image records (``Code.inference.metrics.RECORD_KEYS``) of ``loader``'s part, sorted by image; under DDP each rank
         evaluates a shard and the records are gathered (the sampler's padding repeats dropped)."""
         model = unwrap(self.model)
         model.eval()
-        records = evaluation.evaluate_model(model, loader, self.device, amp=self.amp_dtype is not None)
+        records = evaluate_model(model, loader, self.device, amp=self.amp_dtype is not None)
         model.train()
         gathered = {r["name"]: r for part in all_gather_objects(records) for r in part}
         return [gathered[name] for name in sorted(gathered)]
 
     def evaluate(self, loader=None) -> Dict[str, float]:
         """Metrics on the test part (or ``loader``'s part)."""
-        return evaluation.summarize_metrics(self.records(loader if loader is not None else self.eval_loader))
+        return summarize_metrics(self.records(loader if loader is not None else self.eval_loader))
 
     def _evaluate_and_save(self) -> None:
         """Evaluate val (and test only with ``eval.test_curves``), log a ``metrics.csv`` row, save ``latest.pt``
-        and, when val improves (:func:`evaluation.best_score`), the slim ``best.pt``."""
+        and, when val improves (:func:`selection.best_score`), the slim ``best.pt``."""
         self._check_finite()
         test = self.evaluate() if self.test_curves else None
         val = self.evaluate(self.val_loader) if self.val_loader is not None else None
@@ -279,8 +281,8 @@ class Trainer:
         improved = False
         if val is not None:  # chosen on val only
             task = self.config["task"]
-            score = evaluation.best_score(val, task, self.step)
-            if self.best is None or score > evaluation.best_score(self.best["val"], task, self.best["step"]):
+            score = selection.best_score(val, task, self.step)
+            if self.best is None or score > selection.best_score(self.best["val"], task, self.best["step"]):
                 self.best, improved = {"step": self.step, "score": list(score), "val": val}, True
         rngs = all_gather_objects(rng_state())
         if self.dist.is_main:
@@ -295,7 +297,7 @@ class Trainer:
 def format_metrics(metrics: Dict[str, float]) -> str:
     """One line of test metrics for the console."""
     parts = []
-    for key in evaluation.METRIC_KEYS:
+    for key in METRIC_KEYS:
         value = metrics.get(key, float("nan"))
         parts.append(f"{key} {'nan' if math.isnan(value) else f'{100 * value:.2f}'}")
     return " | ".join(parts)

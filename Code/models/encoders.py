@@ -148,7 +148,7 @@ def _first_line(exc: Exception) -> str:
 def _checkpoint_encoder(state: dict, path: str, encoder_name: Optional[str], in_channels: Optional[int]) -> dict:
     """The encoder part (``encoder.*`` of ``model``) of a Hermes checkpoint (seg_train.py / cls_train.py
     ``best.pt``/``latest.pt``, pretrain.py ``latest.pt``), after checking its encoder name and channels."""
-    from Code.engine.checkpoint import clean_state_dict
+    from Code.common.checkpoint import clean_state_dict
     from Code.engine.run_kind import script_of
 
     config = state["config"]

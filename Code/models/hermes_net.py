@@ -22,7 +22,7 @@ encoder → decoder down to 1/8 → classification branch → saliency → decod
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 import torch
 from segmentation_models_pytorch.base.heads import SegmentationHead
@@ -71,6 +71,11 @@ class HermesNet(nn.Module):
     ``consist_seg`` and ``consist_cls`` B×consist_dim, and ``saliency`` B×1×H/4×W/4 in [0, 1] when ``saliency``.
     All arguments are keyword-only; unknown or invalid ones raise :class:`UserError`.
     """
+
+    @classmethod
+    def from_config(cls, config: Dict[str, Any]) -> "HermesNet":
+        """The network of a resolved config: ``config['model']`` and ``config['data']['in_channels']``."""
+        return cls(in_channels=config["data"]["in_channels"], **config["model"])
 
     def __init__(self, *, encoder_name: str = "resnet34", encoder_weights=None, in_channels: int = 1,
                  num_classes: int = 2, ias: bool = False, saliency: bool = False, saliency_mode: str = "cam",

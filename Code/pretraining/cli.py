@@ -83,7 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _pretrain(plan, run_dir, device, dist, stop_after) -> int:
-    from Code.engine.checkpoint import load_checkpoint
+    from Code.common.checkpoint import load_checkpoint
     from Code.pretraining.trainer import PretrainTrainer
 
     config, checkpoint = plan.config, plan.checkpoint

@@ -21,7 +21,7 @@ from typing import Any, Dict, Optional
 import torch
 from tqdm import tqdm
 
-from Code.engine.checkpoint import clean_state_dict, save_checkpoint
+from Code.common.checkpoint import clean_state_dict, save_checkpoint
 from Code.engine.data import BatchStream
 from Code.engine.distributed import DistInfo, all_gather_objects, all_gather_tensor, barrier, unwrap
 from Code.engine.logging import RunLogger, ScalarWindow

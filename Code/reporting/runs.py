@@ -18,7 +18,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
-from Code.engine.evaluation import METRIC_KEYS, best_score
+from Code.engine.selection import best_score
+from Code.inference.metrics import METRIC_KEYS
 from Code.errors import UserError
 
 
@@ -72,7 +73,7 @@ def _val_metrics(row: Dict[str, float]) -> Optional[Dict[str, float]]:
 
 def select_row(rows: List[Dict[str, float]], select: str, task: str) -> Tuple[Dict[str, float], str]:
     """``(row, how)``: the ``final`` (last) row, or the row whose **val** metrics score highest by
-    :func:`Code.engine.evaluation.best_score` for ``task`` — the trainer's rule: primary metric, then AUC, then the
+    :func:`Code.engine.selection.best_score` for ``task`` — the trainer's rule: primary metric, then AUC, then the
     earliest step (``how`` = ``best (val)``); without val metrics the final row (``final (no val)``)."""
     if select == "final":
         return rows[-1], "final"

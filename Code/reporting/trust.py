@@ -1,12 +1,10 @@
-"""Calibration and uncertainty for ``evaluate.py``: fit on ``val/``, collect per-image uncertainty, report.
+"""Calibration and uncertainty reports for ``evaluate.py``: the ``val/`` part to fit on, entropy panels, report.
 
 - :func:`validation_part_to_fit`: the ``val/`` part for ``--calibrate``, checked before anything is written (never
   the evaluated part nor a split's test part: ``reporting/val_part.py``);
-- :func:`fit_calibration`: run the model on a validation part, fit the temperature (``engine.calibration``) on
-  the class log-probabilities, then choose the review thresholds (``engine.uncertainty``) on the *calibrated*
-  class entropies and the lesion entropies; returns the document stored as ``<checkpoint>.calibration.json``.
-- :class:`UncertaintyCollector`: ``on_batch`` callback of ``evaluate_model`` keeping each image's
-  ``class_entropy`` and ``lesion_entropy`` and writing ``entropy/<image>.png``.
+- :class:`EntropyPanelCollector`: the ``on_batch`` uncertainty collector of ``Code/inference/calibration_fit.py``
+  (whose :func:`~Code.inference.calibration_fit.fit_calibration` fits the calibration document), also writing
+  ``entropy/<image>.png``.
 - :func:`trust_report`: ECE / Brier (before and after temperature scaling), ``reliability.png``, the review
   flag per image, ``review.md`` (Dice and accuracy of flagged vs unflagged images), ``risk_coverage.png`` and
   ``risk_coverage.csv``; returns the entries added to ``metrics.json``.
@@ -24,10 +22,9 @@ import torch
 from Code.data import denormalize
 from Code.errors import UserError
 from Code.outputs import prepare_output_file
-from Code.engine.calibration import (N_BINS, TemperatureScaled, calibration_metrics, calibration_path,
-                                     fit_temperature, nll, reliability_curve, rescale_probs)
-from Code.engine.uncertainty import (DEFAULT_QUANTILE, fit_review_thresholds, flag_table, image_uncertainty,
-                                     normalized_entropy, review_flags, risk_coverage, score_at_coverage)
+from Code.inference.calibration import N_BINS, calibration_metrics, calibration_path, reliability_curve, rescale_probs
+from Code.inference.calibration_fit import UncertaintyCollector
+from Code.inference.uncertainty import flag_table, review_flags, risk_coverage, score_at_coverage
 from Code.reporting.figures import safe_stem, write_png
 from Code.reporting.uncertainty_figures import entropy_panel, markdown_table, plot_reliability, plot_risk_coverage
 from Code.reporting.val_part import refuse_scored_images
@@ -36,29 +33,25 @@ COVERAGES = (1.0, 0.9, 0.8, 0.7, 0.5)
 TRUST_COLUMNS = ("class_entropy", "lesion_entropy", "review")  # per-image CSV columns added by trust_report
 
 
-class UncertaintyCollector:
-    """``on_batch`` callback: per image ``class_entropy``, ``lesion_entropy`` and the class probabilities
-    (``probs``, as the model gave them); writes ``folder/<stem>.png`` entropy panels when ``folder`` is set."""
+class EntropyPanelCollector(UncertaintyCollector):
+    """:class:`Code.inference.calibration_fit.UncertaintyCollector` that also writes ``folder/<stem>.png`` entropy
+    panels when ``folder`` is set."""
 
     def __init__(self, folder: Optional[Path] = None):
+        super().__init__()
         self.folder = folder
-        self.values: Dict[str, Dict[str, Any]] = {}
         if folder is not None:
             folder.mkdir(parents=True, exist_ok=True)
 
-    def __call__(self, batch: Dict[str, Any]) -> None:
-        u = image_uncertainty(batch["seg_probs"], batch["cls_probs"], batch["pred_masks"] == 1)
-        grays = None
-        if self.folder is not None:
-            grays = (denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
+    def after_batch(self, batch: Dict[str, Any], uncertainty: Dict[str, torch.Tensor]) -> None:
+        if self.folder is None:
+            return
+        grays = (denormalize(batch["images"])[:, 0] * 255.0).round().to(torch.uint8).numpy()
         for i, name in enumerate(batch["names"]):
-            self.values[name] = {"class_entropy": float(u["class_entropy"][i]),
-                                 "lesion_entropy": float(u["lesion_entropy"][i]), "probs": batch["cls_probs"][i]}
-            if grays is not None:
-                caption = (f"class entropy {self.values[name]['class_entropy']:.2f} | lesion entropy "
-                           f"{self.values[name]['lesion_entropy']:.2f}")
-                write_png(self.folder / f"{safe_stem(name)}.png",
-                          entropy_panel(grays[i], u["entropy"][i].numpy(), caption))
+            caption = (f"class entropy {self.values[name]['class_entropy']:.2f} | lesion entropy "
+                       f"{self.values[name]['lesion_entropy']:.2f}")
+            write_png(self.folder / f"{safe_stem(name)}.png",
+                      entropy_panel(grays[i], uncertainty["entropy"][i].numpy(), caption))
 
 
 def validation_part_to_fit(calibrate: bool, val: Optional[str], force: bool, checkpoint: Path, part: Path
@@ -87,39 +80,6 @@ def is_calibration(path: Path) -> bool:
         return "temperature" in json.loads(Path(path).read_text())
     except (OSError, ValueError, TypeError):
         return False
-
-
-def fit_calibration(model: torch.nn.Module, loader, device: torch.device, amp: bool,
-                    quantile: float = DEFAULT_QUANTILE) -> Dict[str, Any]:
-    """Temperature and review thresholds fitted on the labeled images of ``loader`` (a validation part).
-
-    The temperature is fitted on log P(class) (equal to the logits up to a per-image constant, which softmax
-    ignores), the thresholds on the calibrated class entropy and on the lesion entropy (see ``engine.uncertainty``).
-    """
-    from Code.engine.evaluation import evaluate_model
-
-    collector = UncertaintyCollector()
-    records = evaluate_model(model, loader, device, amp=amp, on_batch=collector)
-    if not records:
-        raise UserError("the validation part lists no images: nothing to fit the calibration on")
-    labels = torch.tensor([r["label"] for r in records])
-    probs = torch.stack([collector.values[r["name"]]["probs"] for r in records]).double()
-    log_probs = probs.clamp_min(1e-300).log()
-    temperature = fit_temperature(log_probs, labels)
-    calibrated = rescale_probs(probs, temperature)
-    thresholds = fit_review_thresholds(normalized_entropy(calibrated, dim=1).tolist(),
-                                       [collector.values[r["name"]]["lesion_entropy"] for r in records], quantile)
-    before = calibration_metrics(probs[:, 1].tolist(), labels.tolist())
-    after = calibration_metrics(calibrated[:, 1].tolist(), labels.tolist())
-    return {"temperature": temperature, "review_thresholds": thresholds, "review_quantile": quantile,
-            "n_val": len(records), "val_nll_before": nll(log_probs, labels),
-            "val_nll_after": nll(log_probs, labels, temperature), "val_ece_before": before["ece"],
-            "val_ece_after": after["ece"], "ece_bins": N_BINS}
-
-
-def apply_temperature(model: torch.nn.Module, calibration: Optional[Dict[str, Any]]) -> torch.nn.Module:
-    """``model`` wrapped in :class:`TemperatureScaled` when a calibration document is given."""
-    return model if calibration is None else TemperatureScaled(model, calibration["temperature"]).eval()
 
 
 def _write_curve_csv(path: Path, curves: Dict[str, Dict[str, np.ndarray]]) -> None:

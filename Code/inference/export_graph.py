@@ -22,7 +22,7 @@ from typing import Any, Callable, Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from Code.engine.file_mode import user_file_mode
+from Code.common.file_mode import user_file_mode
 from Code.errors import UserError
 
 METADATA_KEY = "hermes"

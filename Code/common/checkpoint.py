@@ -1,14 +1,19 @@
-"""Checkpoints: atomic writes, loading with or without DDP / torch.compile prefixes, rebuilding the model."""
+"""The checkpoint file: atomic writes, reading with or without DDP / torch.compile prefixes, ``best.pt``'s slim state.
+
+Shared by the trainers (they write and resume), ``Code/models/encoders.py`` (pre-trained encoder weights) and
+``Code/inference/loading.py`` (which rebuilds the network of a checkpoint). Imports nothing of Hermes but
+``Code.errors`` and ``Code.common``.
+"""
 from __future__ import annotations
 
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Union
 
 import torch
 
-from Code.engine.file_mode import user_file_mode
+from Code.common.file_mode import user_file_mode
 from Code.errors import UserError
 
 _PREFIXES = ("module.", "_orig_mod.")
@@ -16,7 +21,7 @@ _PREFIXES = ("module.", "_orig_mod.")
 
 def save_checkpoint(path: Union[str, Path], state: Dict[str, Any]) -> None:
     """Write ``state`` to ``path`` atomically: a temporary file in the same folder, flushed, given the mode of
-    ``engine.file_mode.user_file_mode`` (0o666 & ~umask), then renamed."""
+    ``common.file_mode.user_file_mode`` (0o666 & ~umask), then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -70,18 +75,3 @@ def load_checkpoint(path: Union[str, Path], map_location: Union[str, torch.devic
         raise UserError(f"{path} is not a Hermes checkpoint (no 'model' and 'config' entries)")
     state["model"] = clean_state_dict(state["model"])
     return state
-
-
-def load_model_from_checkpoint(path: Union[str, Path], device: Union[str, torch.device] = "cpu"
-                               ) -> Tuple[torch.nn.Module, Dict[str, Any], Optional[int]]:
-    """Rebuild the network of a checkpoint from its saved config and load its weights: ``(model.eval(), config, step)``."""
-    from Code.engine.builders import build_model
-
-    state = load_checkpoint(path, map_location="cpu")
-    config = state["config"]
-    model = build_model(dict(config, model=dict(config["model"], encoder_weights=None)))  # weights come from here
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as exc:
-        raise UserError(f"{path}: weights do not match the model of its config ({str(exc).splitlines()[0]})") from None
-    return model.to(device).eval(), config, state.get("step")

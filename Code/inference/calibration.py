@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from Code.engine.file_mode import user_file_mode
+from Code.common.file_mode import user_file_mode
 from Code.errors import UserError
 
 N_BINS = 15
@@ -123,6 +123,11 @@ class TemperatureScaled(torch.nn.Module):
         out = dict(self.model(x))
         out["cls_logits"] = out["cls_logits"] / self.temperature
         return out
+
+
+def apply_temperature(model: torch.nn.Module, calibration: Optional[Dict[str, Any]]) -> torch.nn.Module:
+    """``model`` wrapped in :class:`TemperatureScaled` (eval mode) when a calibration document is given."""
+    return model if calibration is None else TemperatureScaled(model, calibration["temperature"]).eval()
 
 
 # ------------------------------------------------------------------------------------------ the stored document

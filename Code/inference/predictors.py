@@ -22,16 +22,16 @@ class CheckpointPredictor:
 
     def __init__(self, model: torch.nn.Module, config: Dict[str, Any], device: torch.device, amp: bool = False,
                  calibration: Optional[Dict[str, Any]] = None):
-        from Code.engine.calibration import TemperatureScaled
+        from Code.inference.calibration import apply_temperature
 
         self.device, self.amp = device, amp
         self.temperature = 1.0 if calibration is None else float(calibration["temperature"])
         self.review_thresholds = None if calibration is None else calibration.get("review_thresholds")
-        self.model = model if calibration is None else TemperatureScaled(model, self.temperature).eval()
+        self.model = apply_temperature(model, calibration)
         self.size, self.in_channels = config["data"]["size"], config["data"]["in_channels"]
 
     def __call__(self, images: torch.Tensor) -> Probs:
-        from Code.engine.evaluation import predict_batch
+        from Code.inference.prediction import predict_batch
 
         seg, cls = predict_batch(self.model, images.to(self.device), self.amp)
         return seg.cpu(), cls.cpu()
@@ -58,7 +58,7 @@ class OnnxPredictor(_ExportedPredictor):
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None):
         import onnxruntime as ort
-        from Code.engine.export_graph import INPUT_NAME, read_onnx_metadata
+        from Code.inference.export_graph import INPUT_NAME, read_onnx_metadata
 
         super().__init__(read_onnx_metadata(path))
         options = ort.SessionOptions()
@@ -76,7 +76,7 @@ class TorchScriptPredictor(_ExportedPredictor):
     """An exported TorchScript file run by PyTorch on the CPU."""
 
     def __init__(self, path: Union[str, Path]):
-        from Code.engine.export_graph import load_torchscript
+        from Code.inference.export_graph import load_torchscript
 
         self.module, metadata = load_torchscript(path)
         super().__init__(metadata)
