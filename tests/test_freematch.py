@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch import nn
 
 from Code.engine.cli import main as train_main
 from Code.engine.config import load_config
@@ -17,22 +16,14 @@ from Code.methods import build_method
 from Code.methods.freematch import fairness_loss
 from Code.methods.thresholds import SelfAdaptiveThreshold
 from helpers import SMOKE_CONFIG
+from stubs import ScaleStub
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 PROBS = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4]])
 
 
-class Stub(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.s = nn.Parameter(torch.ones(()))
-
-    def forward(self, x):
-        lesion = self.s * x[:, :1]
-        mean = lesion.mean(dim=(1, 2, 3))
-        return {"seg_logits": torch.cat([torch.zeros_like(lesion), lesion], 1),
-                "cls_logits": torch.stack([torch.zeros_like(mean), mean], 1)}
+Stub = ScaleStub
 
 
 def _config(**freematch):
