@@ -32,7 +32,7 @@ def _config(**freematch):
 
 def test_defaults_are_the_papers():
     settings = load_config(None, [{"method": "freematch"}])["freematch"]
-    assert settings == {"teacher": "joint", "momentum": 0.999, "unsup_weight": 1.0, "fairness_weight": 0.01}
+    assert settings == {"teacher": "joint", "momentum": 0.999, "unsup_weight": 1.0, "fairness_weight": 0.001}
 
 
 def test_threshold_update_and_mask_by_value():

@@ -236,7 +236,7 @@ def switches(method="hermes", **sets):
 
 def test_switch_table():
     """Mutation checked: fixmatch inheriting the Hermes threshold; memory bank on without contrast."""
-    sw = switches("fixmatch", ssl__teacher="ema")
+    sw = switches("fixmatch", fixmatch__teacher="ema")
     assert sw.uses_unlabeled and sw.combine == "confidence" and sw.teacher_mode == "ema"
     assert not hasattr(sw, "banks") and not hasattr(sw, "image_contrast")
     assert not switches("supervised").uses_unlabeled

@@ -27,6 +27,8 @@ CHOICES = {  # "method": the registered methods (Code/methods/, read when a conf
     "train.cls_optimizer": ("sgd", "adam"),
     "ssl.seg_unsup_loss": ("dice", "ce", "ce_dice"),
     "freematch.teacher": ("joint", "ema", "eval", "train"),
+    "fixmatch.teacher": ("joint", "ema", "eval", "train"),
+    "fixmatch.seg_unsup_loss": ("dice", "ce", "ce_dice"),
 }
 # Keys whose value may be of any type (free-form dicts validated elsewhere, or null-able paths/numbers).
 FREE_KEYS = {"data.aug", "data.split", "data.labels", "model.encoder_weights"}
@@ -48,6 +50,7 @@ RANGES = {
     "ssl.consistency_rampup": "[0, 1]",
     "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
     "mean_teacher.ema_decay": "[0, 1)",
+    "fixmatch.threshold": "[0, 1]", "fixmatch.unsup_rampup": "[0, 1]",
     "freematch.momentum": "[0, 1)", "freematch.unsup_weight": "[0, inf)", "freematch.fairness_weight": "[0, inf)",
     "bcp.mask_ratio": "(0, 1)", "bcp.alpha": "[0, inf)", "bcp.ema_decay": "[0, 1)", "bcp.pretrain_iters": "[0, 1)",
     "unimatch.threshold": "[0, 1]", "unimatch.fp_dropout": "[0, 1)", "unimatch.strong_weight": "[0, inf)",
@@ -62,7 +65,8 @@ RANGES = {
 OWN_CHECKS = {"data.size", "data.in_channels"}
 # What a value out of range means, where the range alone does not say it.
 RANGE_HINTS = {key: "a fraction of train.iters (e.g. 300 of 3000 iterations is 0.1)"
-               for key in ("ssl.unsup_rampup", "ssl.contrast_warmup", "ssl.contrast_rampup", "ssl.consistency_rampup")}
+               for key in ("ssl.unsup_rampup", "ssl.contrast_warmup", "ssl.contrast_rampup", "ssl.consistency_rampup",
+                           "fixmatch.unsup_rampup")}
 
 
 def _read_yaml(path: Path) -> Dict[str, Any]:
@@ -173,23 +177,53 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
 ABSENT_MEANT = {("eval", "test_curves"): True}  # runs from before the sealed test wrote test curves
 
 
+# Keys whose old behaviour was another key's value, for runs of one method: before the ``fixmatch`` block, FixMatch
+# read Hermes' ``ssl`` settings (its teacher, τ_hi, pseudo-label loss and ramp).
+ABSENT_COPIED = {"fixmatch": {("fixmatch", "teacher"): ("ssl", "teacher"),
+                              ("fixmatch", "threshold"): ("ssl", "tau_hi"),
+                              ("fixmatch", "seg_unsup_loss"): ("ssl", "seg_unsup_loss"),
+                              ("fixmatch", "unsup_rampup"): ("ssl", "unsup_rampup")}}
+
+
 def complete_saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
     """A run's saved config completed with the keys added to ``base.yaml`` since it was saved, at their defaults
-    (or at :data:`ABSENT_MEANT`), so that a run made by older code continues — and a grid skips or resumes it —
-    instead of counting every new key as a change. New keys default to the old behaviour, so the run is the same
-    run; a key the run *has* is never changed here."""
+    (or at :data:`ABSENT_MEANT`, or for the run's method at the value of the key in :data:`ABSENT_COPIED`), so that
+    a run made by older code continues — and a grid skips or resumes it — instead of counting every new key as a
+    change. New keys default to the old behaviour, so the run is the same run; a key the run *has* is never changed
+    here."""
     completed = copy.deepcopy(saved)
-    _fill_missing(completed, _read_yaml(BASE_CONFIG), ())
+    absent = dict(ABSENT_MEANT)
+    for where, source in ABSENT_COPIED.get(saved.get("method"), {}).items():
+        value = _lookup(saved, source)
+        if value is not _MISSING:
+            absent[where] = value
+    _fill_missing(completed, _read_yaml(BASE_CONFIG), (), absent)
     return completed
 
 
-def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple) -> None:
+_MISSING = object()
+
+
+def _lookup(config: Dict[str, Any], path: tuple) -> Any:
+    node: Any = config
+    for part in path:
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple, absent: Dict[tuple, Any]) -> None:
     for key, value in defaults.items():
         where = path + (key,)
         if key not in config:
-            config[key] = copy.deepcopy(ABSENT_MEANT.get(where, value))
+            if isinstance(value, dict):  # a new block: fill it key by key (its keys may have absent meanings)
+                config[key] = {}
+                _fill_missing(config[key], value, where, absent)
+            else:
+                config[key] = copy.deepcopy(absent.get(where, value))
         elif isinstance(value, dict) and isinstance(config[key], dict):
-            _fill_missing(config[key], value, where)
+            _fill_missing(config[key], value, where, absent)
 
 
 def in_range(value: Any, interval: str) -> bool:

@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import copy
-from typing import Dict, Optional
+from typing import Dict
 
 import torch
 from torch import nn
@@ -59,11 +59,3 @@ class EMATeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         with torch.no_grad():
             return self.model(x)
-
-
-def build_teacher(config: Dict, student: nn.Module) -> Optional[EMATeacher]:
-    """An :class:`EMATeacher` for ``ssl.teacher: ema``, else ``None`` (built by the methods that use a teacher,
-    e.g. :class:`Code.methods.fixmatch.FixMatch`)."""
-    if config["ssl"]["teacher"] != "ema":
-        return None
-    return EMATeacher(student, config["ssl"]["ema_decay"])

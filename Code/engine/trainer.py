@@ -35,7 +35,7 @@ from Code.engine.runtime import amp_dtype, apply_gradients, rng_state, seed_ever
 from Code.errors import UserError
 from Code.inference.metrics import METRIC_KEYS, summarize_metrics
 from Code.inference.prediction import evaluate_model
-from Code.methods import build_method, method_state
+from Code.methods import build_method, method_state, method_teacher
 
 
 class Trainer:
@@ -83,8 +83,9 @@ class Trainer:
 
     def _build_model(self) -> torch.nn.Module:
         model = build_model(self.config).to(self.device)
-        if self.config["ssl"]["teacher"] == "ema" and self.dist.enabled and self.config["train"]["sync_bn"]:
-            raise UserError("ssl.teacher 'ema' with train.sync_bn is not supported; use teacher 'joint'")
+        if method_teacher(self.config) == "ema" and self.dist.enabled and self.config["train"]["sync_bn"]:
+            raise UserError(f"method {self.config['method']} with an EMA teacher and train.sync_bn is not supported; "
+                            f"use teacher 'joint' or no sync_bn")
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.dist.enabled:

@@ -55,6 +55,12 @@ class Method:
         ``labeled_prior``: the labeled list's class shares (C), default uniform."""
         self.config, self.device = config, device
 
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        """Who labels the weak view under ``config`` (``joint``, ``ema``, ``eval``, ``train``; Code/engine/teacher.py),
+        or ``None`` for a method without pseudo-labels."""
+        return None
+
     def step(self, model: nn.Module, labeled, unlabeled, step: int) -> StepResult:
         raise NotImplementedError
 
@@ -84,6 +90,11 @@ def method_state(checkpoint: Dict[str, Any]) -> Dict[str, Any]:
 def uses_unlabeled(config: Dict[str, Any]) -> bool:
     """Whether ``config['method']`` trains on unlabeled images (then the trainer builds the unlabeled stream)."""
     return REGISTRY[config["method"]].uses_unlabeled
+
+
+def method_teacher(config: Dict[str, Any]) -> Optional[str]:
+    """Who labels the weak view for ``config['method']`` (:meth:`Method.teacher_of`)."""
+    return REGISTRY[config["method"]].teacher_of(config)
 
 
 def strong_views(config: Dict[str, Any]) -> int:

@@ -104,6 +104,10 @@ def pair_indices(n_labeled: int, n_unlabeled: int, device: torch.device) -> Tupl
 
 @register("bcp")
 class BCP(Method):
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        return "ema"
+
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
         super().build(config, device, student, labeled_prior)

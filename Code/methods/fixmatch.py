@@ -1,18 +1,24 @@
 """``fixmatch`` (Sohn et al., NeurIPS 2020) for both heads: the weak view's confident predictions are the strong
 view's targets.
 
-With p = softmax of the teacher on the weak view (per pixel and per image), ŷ = argmax p and keep = p_ŷ > τ_hi
+With p = softmax of the weak view (per pixel and per image), ŷ = argmax p and keep = p_ŷ > τ
 (:func:`Code.methods.thresholds.dual_threshold_mask` with ``combine="confidence"``)::
 
-    seg_unsup = Dice / CE of the strong-view segmentation against ŷ over the kept pixels (ssl.seg_unsup_loss)
+    seg_unsup = CE (or Dice) of the strong-view segmentation against ŷ over the kept pixels
     cls_unsup = CE of the strong-view classification against ŷ over the kept images
     L = supervised terms + ρ_u · (seg.w · seg_unsup.w · seg_unsup + cls.w · cls_unsup.w · cls_unsup)
 
-Shared with Hermes for a fair comparison: who labels the weak view (``ssl.teacher``; ``ema`` builds an EMA copy
-of the student, Code/engine/teacher.py) and, with ``ssl.prior_aware`` or ``ssl.class_ratio: pool``, the running
-estimate π of the unlabeled pool's class prior (:class:`Code.methods.thresholds.PoolPrior`): ``prior_aware``
-re-weights the teacher's class probabilities from the labeled prior to π, ``class_ratio: pool`` uses π as r_c of
-the class-adaptive threshold. State: ``teacher`` (EMA weights) and ``pool_prior``.
+By default as the paper describes it (the ``fixmatch`` block of ``configs/base.yaml``): the student labels its own
+weak view in the same forward as the labeled and strong views (``fixmatch.teacher: joint``), τ = 0.95, per-pixel
+CE, and no ramp-up of the unsupervised weight (ρ_u = 1). ``fixmatch.teacher: ema`` (with
+``fixmatch.unsup_rampup: 0.1``) is the variant that shares Hermes' EMA teacher and ramp — the FixMatch rows of the
+earlier BUSI tables — and is reported as a row of its own. With ``ssl.prior_aware`` or ``ssl.class_ratio: pool``
+(shared with Hermes, beyond the paper) the running estimate π of the unlabeled pool's class prior
+(:class:`Code.methods.thresholds.PoolPrior`) re-weights the weak view's class probabilities from the labeled prior
+to π, or gives r_c of the class-adaptive threshold. State: ``teacher`` (EMA weights, when used) and ``pool_prior``.
+
+:class:`Code.methods.hermes.Hermes` builds on this class and reads the same four settings from ``ssl`` instead
+(:meth:`FixMatch.own_settings`).
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import nn
 
-from Code.engine.teacher import build_teacher
+from Code.engine.teacher import EMATeacher
 from Code.errors import UserError
 from Code.losses import masked_cross_entropy
 from Code.methods.base import Method, StepResult, register
@@ -33,15 +39,29 @@ Tensor = torch.Tensor
 
 @register("fixmatch")
 class FixMatch(Method):
-    combine = "confidence"  # the single fixed threshold τ_hi
+    combine = "confidence"  # the single fixed threshold τ
+
+    @classmethod
+    def own_settings(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """Who labels the weak view, τ, the segmentation pseudo-label loss and the ramp of ρ_u:
+        ``{teacher, threshold, seg_unsup_loss, unsup_rampup}`` from the ``fixmatch`` block."""
+        return dict(config["fixmatch"])
+
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        return cls.own_settings(config)["teacher"]
 
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
         super().build(config, device, student, labeled_prior)
-        ssl = config["ssl"]
-        self.teacher_mode, self.prior_aware = ssl["teacher"], ssl["prior_aware"]
+        ssl, own = config["ssl"], self.own_settings(config)
+        self.settings = own
+        self.teacher_mode, self.prior_aware = own["teacher"], ssl["prior_aware"]
         self.pool_ratio = ssl["class_ratio"] == "pool"
-        self.teacher = build_teacher(config, student) if student is not None else None
+        # the weighted total reads ρ_u's ramp from ssl.unsup_rampup: give it this method's own
+        self.loss_config = dict(config, ssl=dict(ssl, unsup_rampup=own["unsup_rampup"]))
+        self.teacher = (EMATeacher(student, ssl["ema_decay"])
+                        if self.teacher_mode == "ema" and student is not None else None)
         self.pool_prior = (PoolPrior(2, ssl["prior_momentum"]).to(device)
                            if self.prior_aware or self.pool_ratio else None)
         prior = torch.full((2,), 0.5) if labeled_prior is None else labeled_prior.float()
@@ -51,7 +71,7 @@ class FixMatch(Method):
     def pseudo_labels(self, out_weak: Outputs, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """Thresholded pseudo-labels of the weak view for pixels and images, and their statistics (logged)."""
         ssl, total = self.config["ssl"], self.config["train"]["iters"]
-        kw = dict(tau_hi=ssl["tau_hi"], tau_lo=ssl["tau_lo"], combine=self.combine)
+        kw = dict(tau_hi=self.settings["threshold"], tau_lo=ssl["tau_lo"], combine=self.combine)
         seg_probs = out_weak["seg_logits"].detach().float().softmax(1)
         cls_probs = out_weak["cls_logits"].detach().float().softmax(1)
         ratio, stats = None, {}
@@ -86,10 +106,10 @@ class FixMatch(Method):
         out_l, out_w, out_s = forward_views(model, x, weak, strong, self.teacher_mode, self.teacher)
         pl, stats = self.pseudo_labels(out_w, step)
         terms = supervised_terms(out_l, mask, label)
-        terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, self.config["ssl"]["seg_unsup_loss"])
+        terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, self.settings["seg_unsup_loss"])
         terms["cls_unsup"] = masked_cross_entropy(out_s["cls_logits"], pl["cls_pseudo"], pl["cls_keep"])
         terms.update(self.extra_terms(out_l, out_w, out_s, mask, pl, step))
-        total = combine_terms(terms, self.config, step)
+        total = combine_terms(terms, self.loss_config, step)
         self.after_terms(out_l, out_w, label, pl, step)
         logs = {k: v.detach() for k, v in terms.items()}
         logs.update({k: v.detach() for k, v in stats.items()})
@@ -99,7 +119,7 @@ class FixMatch(Method):
         return total, logs, vis
 
     def after_step(self, student: nn.Module, step: int) -> None:
-        """Move the EMA teacher towards the updated student (``ssl.teacher: ema``)."""
+        """Move the EMA teacher towards the updated student (teacher ``ema``)."""
         if self.teacher is not None:
             self.teacher.update(student, step)
 

@@ -61,6 +61,10 @@ def fairness_loss(strong_logits: Tensor, keep: Tensor, p_tilde: Tensor, hist: Te
 
 @register("freematch")
 class FreeMatch(Method):
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        return config["freematch"]["teacher"]
+
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
         super().build(config, device, student, labeled_prior)

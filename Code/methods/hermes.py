@@ -43,6 +43,13 @@ def consistency_term(out_s: Outputs, mode: str) -> Tensor:
 
 @register("hermes")
 class Hermes(FixMatch):
+    @classmethod
+    def own_settings(cls, config: Dict[str, Any]) -> Dict[str, Any]:
+        """Hermes' teacher, τ_hi, pseudo-label loss and ramp live in ``ssl`` (shared with its ablations)."""
+        ssl = config["ssl"]
+        return {"teacher": ssl["teacher"], "threshold": ssl["tau_hi"], "seg_unsup_loss": ssl["seg_unsup_loss"],
+                "unsup_rampup": ssl["unsup_rampup"]}
+
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
         super().build(config, device, student, labeled_prior)

@@ -39,6 +39,10 @@ def softmax_mse(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
 
 @register("mean_teacher")
 class MeanTeacher(Method):
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        return "ema"
+
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
         super().build(config, device, student, labeled_prior)

@@ -74,6 +74,10 @@ class FeatureDropout:
 
 @register("unimatch")
 class UniMatch(Method):
+    @classmethod
+    def teacher_of(cls, config: Dict[str, Any]) -> Optional[str]:
+        return "joint"
+
     strong_views = 2
 
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,

@@ -76,7 +76,7 @@ def annotate(results: List[Dict[str, Any]]) -> None:
     ``--per-seed`` does for seeds); ``busi144`` stays as it is for draw 1."""
     for r in results:
         r["draw_seed"] = draw_seed(r["config"])
-        r["test_curves"] = test_curves(Path(r["run"]), r["config"])
+        r["test_curves"] = test_curves(Path(r["run"]), r.get("saved_config", r["config"]))
         split = (r["config"].get("data") or {}).get("split")
         if r["draw_seed"] is not None and isinstance(split, str):
             name = re.sub(rf"(?<![0-9]){r['draw_seed']}(?![0-9])", "{draw}", Path(split).name)

@@ -18,6 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 
+from Code.engine.config import complete_saved_config, load_config
 from Code.engine.selection import best_score
 from Code.inference.metrics import METRIC_KEYS
 from Code.errors import UserError
@@ -112,7 +113,8 @@ def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, An
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(f"{run}: no config.yaml next to metrics.csv")
-    config = yaml.safe_load(cfg_path.read_text()) or {}
+    saved = yaml.safe_load(cfg_path.read_text()) or {}
+    config = complete_saved_config(saved)
     rows = read_metrics_csv(run / "metrics.csv")
     task = config.get("task", "seg")
     points = _test_points(run, rows, task)
@@ -125,10 +127,24 @@ def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, An
         how, at = "final", "final"
     else:
         how, at = ("best (val)", "best") if points["best_metrics"] is not None else ("final (no val)", "final")
-    return {"run": run, "method": config.get("method", "?"), "task": task, "select": how,
+    return {"run": run, "method": method_label(config), "task": task, "select": how,
             "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
             "seed": config.get("seed"), "step": points[f"{at}_step"], "metrics": points[f"{at}_metrics"], **points,
-            "config": config}
+            "config": config, "saved_config": saved}
+
+
+def method_label(config: Dict[str, Any]) -> str:
+    """The row name of a run: its method, followed by the keys of the method's own settings block that differ
+    from ``configs/base.yaml`` (the paper's defaults), e.g. ``fixmatch (fixmatch.teacher=ema,
+    fixmatch.unsup_rampup=0.1)`` for FixMatch with Hermes' teacher and ramp. ``config`` is completed
+    (:func:`Code.engine.config.complete_saved_config`), so a run saved before a block existed is named by what it
+    ran with."""
+    method = config.get("method", "?")
+    own, published = config.get(method), load_config(None, []).get(method)
+    if not isinstance(own, dict) or not isinstance(published, dict):
+        return method
+    changed = [f"{method}.{k}={own[k]}" for k in sorted(own) if k in published and own[k] != published[k]]
+    return f"{method} ({', '.join(changed)})" if changed else method
 
 
 POOLING_IGNORES = ("seed", "device", "log", "data.num_workers")  # keys in which seeds of one experiment may differ
