@@ -28,5 +28,5 @@ collect runs/phantom800/seg seg800
 collect runs/phantom800/cls cls800
 # Hermes paired with FixMatch of the same seed (the 800-iteration seg grid)
 if ls runs/phantom800/seg/fixmatch_*/final_metrics.json >/dev/null 2>&1; then
-  OMP_NUM_THREADS=1 $PY Code/report.py --force runs/phantom800/seg --baseline fixmatch --out "$out/seg800/vs_fixmatch" > /dev/null
+  OMP_NUM_THREADS=1 $PY Code/report.py --force runs/phantom800/seg --baseline 'fixmatch (fixmatch.teacher=ema, fixmatch.unsup_rampup=0.1)' --out "$out/seg800/vs_fixmatch" > /dev/null
 fi
