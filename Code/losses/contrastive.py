@@ -9,6 +9,18 @@ For anchors a_i (unit vectors, rows of the N·V views) with labels y_i and keys 
 
 Bank entries are contrast samples only, never anchors. When no anchor qualifies, L is a finite 0 that is still
 connected to the graph (its gradient is zero). No host synchronisation when ``num_classes`` is given.
+
+**Where L can lie** (:func:`supcon_levels`, logged beside each contrastive loss). With K(i) the keys of anchor i
+(every other anchor and every filled bank slot):
+
+    chance_i = (T / T_base) · log |K(i)|      all similarities equal (an embedding that has learned nothing)
+    floor_i  = (T / T_base) · log |P(i)|      a lower bound: by Jensen, log Σ_{j≠i} exp(s_ij) ≥ log |P(i)| +
+                                              mean_{j∈P(i)} s_ij, approached when positives coincide with the
+                                              anchor and negatives are far (T → 0)
+
+weighted like L. With two classes and full banks |P(i)| ≈ |K(i)| / 2, so the whole range from chance to the floor is
+only about (T / T_base)·log 2: a loss of 5.5 with 512 keys is near the floor (log 256 ≈ 5.55), not "at chance"
+(log 512 ≈ 6.24). The floor rises as the banks fill, so a rising loss can be a filling bank, not forgetting.
 """
 from __future__ import annotations
 
@@ -84,6 +96,32 @@ def weighted_supcon(
                                 bank_labels, temperature, base_temperature, num_classes)
 
 
+def supcon_levels(anchor_labels: torch.Tensor, anchor_weights: Optional[torch.Tensor], bank_labels: Optional[torch.Tensor],
+                  num_classes: int, temperature: float, base_temperature: float) -> torch.Tensor:
+    """``(floor, chance)`` of :func:`weighted_supcon` for these anchors and keys (module docstring), a 2-vector
+    weighted over the anchors exactly as L is (w_i · [|P(i)| ≥ 1]); zeros when no anchor qualifies. Labels as in
+    :func:`weighted_supcon` (out of [0, num_classes): no anchor / empty bank slot). No host synchronisation."""
+    labels = anchor_labels.reshape(-1).long()
+    classes = torch.arange(num_classes, device=labels.device)
+    onehot = labels.unsqueeze(1) == classes  # A×C
+    counts = onehot.sum(0).float()
+    num_keys = torch.full((), float(labels.numel() - 1), device=labels.device)
+    if bank_labels is not None and bank_labels.numel() > 0:
+        bank_onehot = bank_labels.reshape(-1).long().to(labels.device).unsqueeze(1) == classes
+        counts = counts + bank_onehot.sum(0).float()
+        num_keys = num_keys + bank_onehot.any(1).sum().float()
+    valid = onehot.any(1)
+    num_positive = (counts[torch.where(valid, labels, 0)] - 1.0) * valid
+    weights = (num_positive > 0).float()
+    if anchor_weights is not None:
+        weights = weights * anchor_weights.reshape(-1).float().to(weights.device)
+    scale = temperature / base_temperature
+    floor = scale * torch.log(num_positive.clamp_min(1.0))
+    chance = scale * torch.log(num_keys.clamp_min(1.0)).expand_as(floor)
+    total = weights.sum().clamp_min(1e-12)
+    return torch.stack([(weights * floor).sum() / total, (weights * chance).sum() / total])
+
+
 def _weighted_supcon(anchors, anchor_labels, anchor_weights, bank_features, bank_labels, temperature,
                      base_temperature, num_classes):
     """weighted_supcon for float anchors (A ≥ 1) and long labels, autocast off."""
@@ -126,7 +164,8 @@ class SupConLoss(nn.Module):
         its views remain contrast samples); bank_features M×D, bank_labels M (extra keys, never anchors;
         label −1 = empty slot, as ``MemoryBank.features(padded=True)`` gives).
     ``num_classes`` (optional) saves the one host sync that finding the number of classes otherwise costs.
-    Returns a 0-dim float32 tensor.
+    Returns a 0-dim float32 tensor. After each call ``last_levels`` holds its ``(floor, chance)``
+    (:func:`supcon_levels`, detached).
     """
 
     def __init__(self, temperature: float = 0.07, base_temperature: float = 0.07, num_classes: Optional[int] = None):
@@ -137,6 +176,7 @@ class SupConLoss(nn.Module):
         self.temperature = float(temperature)
         self.base_temperature = float(base_temperature)
         self.num_classes = num_classes
+        self.last_levels: Optional[torch.Tensor] = None
 
     def forward(self, features, labels, weights=None, bank_features=None, bank_labels=None) -> torch.Tensor:
         if features.dim() != 3:
@@ -149,5 +189,11 @@ class SupConLoss(nn.Module):
         anchors = features.transpose(0, 1).reshape(num_views * num_samples, -1)  # view-major: [view0; view1; …]
         anchor_labels = labels.reshape(-1).repeat(num_views)
         anchor_weights = None if weights is None else weights.reshape(-1).float().repeat(num_views)
+        num_classes = self.num_classes
+        if num_classes is None:  # one host sync, as weighted_supcon's
+            num_classes = int(anchor_labels.max() if bank_labels is None else
+                              torch.cat([anchor_labels, bank_labels.reshape(-1).to(anchor_labels)]).max()) + 1
+        self.last_levels = supcon_levels(anchor_labels, anchor_weights, bank_labels, max(num_classes, 1),
+                                         self.temperature, self.base_temperature)
         return weighted_supcon(anchors, anchor_labels, anchor_weights, bank_features, bank_labels,
                                self.temperature, self.base_temperature, self.num_classes)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from Code.errors import UserError
-from Code.losses.contrastive import weighted_supcon
+from Code.losses.contrastive import supcon_levels, weighted_supcon
 from Code.losses.memory_bank import MemoryBank
 
 BankLike = Union[MemoryBank, Tuple[torch.Tensor, torch.Tensor], None]
@@ -71,7 +71,8 @@ class PixelContrastLoss(nn.Module):
 
     ``forward(embed, labels, predict, bank=None, generator=None)``; ``bank`` is a :class:`MemoryBank` or a
     (features M×D, labels M) pair. After each call ``last_anchors`` holds the sampled (features A×D detached,
-    labels A) for the trainer to enqueue into the pixel bank.
+    labels A) for the trainer to enqueue into the pixel bank, and ``last_levels`` the loss's ``(floor, chance)``
+    (:func:`Code.losses.contrastive.supcon_levels`).
     """
 
     def __init__(self, temperature: float = 0.07, max_samples: int = 1024, max_views: int = 100,
@@ -88,6 +89,7 @@ class PixelContrastLoss(nn.Module):
         self.max_samples, self.max_views, self.min_pixels = max_samples, max_views, min_pixels
         self.ignore_index, self.num_classes = ignore_index, num_classes
         self.last_anchors: Optional[Tuple[torch.Tensor, torch.Tensor]] = None
+        self.last_levels: Optional[torch.Tensor] = None
 
     def sample(self, embed, labels, predict, generator=None) -> Tuple[torch.Tensor, torch.Tensor]:
         """Sampled anchor features A×D (with gradient) and their labels A."""
@@ -112,6 +114,7 @@ class PixelContrastLoss(nn.Module):
             bank_feats, bank_labels = bank.features(padded=True)
         elif bank is not None:
             bank_feats, bank_labels = bank
-        loss = weighted_supcon(feats, anchor_labels, None, bank_feats, bank_labels,
+        self.last_levels = supcon_levels(anchor_labels, None, bank_labels, self.num_classes, self.temperature,
+                                         self.base_temperature)
+        return weighted_supcon(feats, anchor_labels, None, bank_feats, bank_labels,
                                self.temperature, self.base_temperature, self.num_classes)
-        return loss

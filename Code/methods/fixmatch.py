@@ -98,6 +98,10 @@ class FixMatch(Method):
     def after_terms(self, out_l: Outputs, out_w: Outputs, label: Tensor, pl: Dict[str, Tensor], step: int) -> None:
         """State updates once the total is formed (none here)."""
 
+    def extra_logs(self) -> Dict[str, Tensor]:
+        """Logged values of this step beyond the terms and the pseudo-label statistics (none here)."""
+        return {}
+
     # ------------------------------------------------------------------------------------------ the step
     def step(self, model: nn.Module, labeled, unlabeled, step: int) -> StepResult:
         """``labeled``: (x, mask, label); ``unlabeled``: (weak B×C×H×W, strong B×C×H×W)."""
@@ -113,6 +117,7 @@ class FixMatch(Method):
         self.after_terms(out_l, out_w, label, pl, step)
         logs = {k: v.detach() for k, v in terms.items()}
         logs.update({k: v.detach() for k, v in stats.items()})
+        logs.update(self.extra_logs())
         vis = {"input": weak, "pseudo": pl["seg_pseudo"], "keep": pl["seg_keep"], "seg_probs": pl["seg_probs"],
                "saliency": out_s.get("saliency"), "gt": mask, "pred_logits": out_l["seg_logits"],
                "cls_pseudo": pl["cls_pseudo"], "cls_keep": pl["cls_keep"], "cls_probs": pl["cls_probs"]}

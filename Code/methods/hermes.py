@@ -64,6 +64,7 @@ class Hermes(FixMatch):
         if self.memory_bank and self.pixel_contrast:
             banks["pixel"] = MemoryBank(2, c["pixel_bank_size"], m["pixel_embed_dim"])
         self.banks = banks.to(device)
+        self.levels: Dict[str, Tensor] = {}  # this step's (floor, chance) per contrastive loss, for extra_logs
         self.supcon = SupConLoss(temperature=c["temperature"], num_classes=2)
         self.pixel_loss = PixelContrastLoss(temperature=c["temperature"], max_samples=c["max_samples"],
                                             max_views=c["max_views"], ignore_index=-1, min_pixels=c["min_pixels"])
@@ -89,13 +90,28 @@ class Hermes(FixMatch):
             bank = banks["image"].features(padded=True) if "image" in banks else (None, None)
             terms["image_contrast"] = self.supcon(feats, kept_or_ignore(pl["cls_pseudo"], pl["cls_keep"]),
                                                   bank_features=bank[0], bank_labels=bank[1])
+            self._keep_levels("image_contrast", self.supcon)
         if self.pixel_contrast:
             pixel_labels = torch.cat([mask, kept_or_ignore(pl["seg_pseudo"], pl["seg_keep"])])
             embed = torch.cat([out_l["pixel_embed"], out_s["pixel_embed"]])
             predict = torch.cat([out_l["seg_logits"], out_s["seg_logits"]]).argmax(1)
             terms["pixel_contrast"] = self.pixel_loss(embed, pixel_labels, predict,
                                                       bank=banks["pixel"] if "pixel" in banks else None)
+            self._keep_levels("pixel_contrast", self.pixel_loss)
         return terms
+
+    def _keep_levels(self, name: str, loss) -> None:
+        levels = getattr(loss, "last_levels", None)  # a stand-in loss (tests) may not report them
+        if levels is not None:
+            self.levels[name] = levels
+
+    def extra_logs(self) -> Dict[str, Tensor]:
+        """Where each contrastive loss of this step can lie: ``image_contrast/floor``, ``image_contrast/chance``
+        (and pixel), :func:`Code.losses.contrastive.supcon_levels` — a loss near its floor has learned, one near
+        chance has not. Nothing before the contrast warm-up."""
+        levels, self.levels = self.levels, {}
+        return {f"{name}/{kind}": value[i] for name, value in levels.items()
+                for i, kind in enumerate(("floor", "chance"))}
 
     def after_terms(self, out_l: Outputs, out_w: Outputs, label: Tensor, pl: Dict[str, Tensor], step: int) -> None:
         """Enqueue labeled image embeddings, kept weak-view embeddings and the sampled pixel anchors (detached)."""
