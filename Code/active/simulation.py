@@ -160,13 +160,14 @@ class Simulation:
                          str(a.k), "--out", str(folder), "--strategy", strategy, "--seed", str(seed), "--force"])
             return folder / "to_label.csv"
         paths = module.read_pool(split, labels)
-        parts = {name: np.full(len(paths), np.nan) for name in PARTS}
+        parts = {name: np.zeros(len(paths)) for name in PARTS}
         chosen, scores, _ = select("random", parts, None, a.k, seed)
+        rows = [dict(row, **{name: "" for name in PARTS}) for row in module.csv_rows(paths, chosen, scores, parts, {})]
         folder.mkdir(parents=True, exist_ok=True)
         with (folder / "to_label.csv").open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=module.CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows(module.csv_rows(paths, chosen, scores, parts, {}))
+            writer.writerows(rows)  # no model: the score parts stay empty
         return folder / "to_label.csv"
 
     def label_round(self, strategy: str, r: int) -> Path:

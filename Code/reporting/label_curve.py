@@ -98,6 +98,7 @@ def draw(fig_axes, rows: List[Dict], metrics: Sequence[str], select: str) -> Non
                             label=f"{strategy} / {method}")
             ax.fill_between(x, [r["min"] for r in points], [r["max"] for r in points], color=line.get_color(),
                             alpha=0.15, linewidth=0)
+        ax.set_xticks(sorted({r["labels"] for r in rows if r["metric"] == metric}))
         ax.set_title(f"test {metric} (%) at the {'val-chosen' if select == 'best' else 'final'} step")
         ax.set_xlabel("labeled images")
         ax.grid(alpha=0.3)
