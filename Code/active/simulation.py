@@ -201,13 +201,16 @@ class Simulation:
     def run(self) -> None:
         """Round-major: every strategy reaches budget L_r before any reaches L_{r+1}, so a stopped simulation has
         comparable curves so far."""
-        a = self.args
+        a, planned = self.args, set()
         for r in range(a.rounds + 1):
             labels = a.start + r * a.k
             for strategy in a.strategies:
                 split = self.source if r == 0 else self.label_round(strategy, r)
                 for method in a.methods:
                     folder = run_folder(self.out, strategy, method, labels, a.seed, a.start)
+                    if a.dry_run and folder in planned:  # a shared start run: planned once
+                        continue
+                    planned.add(folder)
                     if self.train(method, labels, split, folder):
                         self.record(strategy, r, method, folder)
 
