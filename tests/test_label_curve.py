@@ -18,6 +18,16 @@ SIM_A = [("random", 0, 4, "runs/start/supervised_n4_s0", 0.50), ("entropy", 0, 4
 SIM_B = [("random", 2, 4, "runs/start/supervised_n4_s2", 0.70), ("random", 2, 6, "runs/random/supervised_n6_s2", 0.75)]
 
 
+IMAGES = [("b1.png", 0), ("b2.png", 0), ("b3.png", 0), ("m1.png", 1), ("m2.png", 1), ("m3.png", 1)]
+
+
+def _predictions(path, dice):
+    """Per-image test predictions: every image's Dice = ``dice``, classes right with p = 0.2 / 0.8."""
+    lines = ["image,label,prob_malignant,pred_class,dice,iou"]
+    lines += [f"{name},{label},{0.2 + 0.6 * label},{label},{dice},{dice}" for name, label in IMAGES]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _sim(folder, rows, best=True):
     folder.mkdir()
     with (folder / "rounds.csv").open("w", newline="") as handle:
@@ -28,8 +38,10 @@ def _sim(folder, rows, best=True):
             (folder / run).mkdir(parents=True, exist_ok=True)
             chosen = {"dice": dice, "accuracy": 1 - dice, "step": 4}
             final = {"dice": dice / 2, "accuracy": 1 - dice / 2, "step": 6}
+            _predictions(folder / run / "test_predictions_best.csv", dice)
             (folder / run / "final_metrics.json").write_text(json.dumps(
-                {"test_at_best_val": chosen if best else None, "test_at_final": final}))
+                {"test_at_best_val": chosen if best else None, "test_at_final": final,
+                 "predictions": {"best": "test_predictions_best.csv", "final": None}}))
     return folder
 
 
@@ -76,3 +88,29 @@ def test_refusals(run_main, tmp_path, assert_one_line_error):
     assert_one_line_error(run_main(figures.main, "label-curve", a, "--out", tmp_path / "c.png"), "add --force")
     assert run_main(figures.main, "label-curve", a, "--out", tmp_path / "c.png", "--force").returncode == 0
     assert_one_line_error(run_main(figures.main, "label-curve", a, "--out", a / "rounds.csv"), "an input")
+
+
+def test_compare_pairs_draws_of_both_sides(run_main, tmp_path, assert_one_line_error):
+    """entropy@6 − random@6 for supervised: per draw 70 − 55 and 80 − 65 on every image, so Δ Dice = 15 with the
+    degenerate interval [15, 15] ("ahead"); Δ accuracy and AUC = 0 ("within noise"); sim b has random only (the
+    draw counts as left out). Mutation checked: pairing the runs by labels alone (ignoring the strategy) gives 0."""
+    a, b = _sim(tmp_path / "a", SIM_A), _sim(tmp_path / "b", SIM_B)
+    out = tmp_path / "c.png"
+    result = run_main(figures.main, "label-curve", a, b, "--out", out, "--compare", "entropy@6", "random@6",
+                      "--compare-method", "supervised")
+    assert result.returncode == 0, result.stderr
+    with (tmp_path / "c_compare.csv").open(newline="") as handle:
+        rows = {r["metric"]: r for r in csv.DictReader(handle)}
+    dice = rows["dice"]
+    assert (float(dice["delta"]), float(dice["low"]), float(dice["high"]), dice["words"]) == (15.0, 15.0, 15.0, "ahead")
+    assert (dice["draws"], dice["n_images"], dice["at"]) == ("2 of 3", "6", "best")
+    assert float(rows["accuracy"]["delta"]) == 0.0 and rows["auc"]["words"] == "within noise"
+    assert "supervised dice: entropy@6 - random@6 = +15.00 [+15.00, +15.00] ahead" in result.stdout
+    assert_one_line_error(run_main(figures.main, "label-curve", a, "--out", tmp_path / "d.png", "--compare",
+                                   "entropy@6", "random@8", "--compare-method", "supervised"), "no draw has finished")
+    assert_one_line_error(run_main(figures.main, "label-curve", a, "--out", tmp_path / "d.png", "--compare",
+                                   "entropy", "random@6"), "write STRATEGY@LABELS")
+    assert_one_line_error(run_main(figures.main, "label-curve", a, "--out", tmp_path / "d.png", "--select", "final",
+                                   "--compare", "entropy@6", "random@6", "--compare-method", "supervised"),
+                          "no per-image test predictions (final)")
+    assert not (tmp_path / "d.png").exists() and not (tmp_path / "d.csv").exists()

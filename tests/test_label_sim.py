@@ -10,6 +10,8 @@ import shutil
 import signal
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import yaml
 
@@ -102,10 +104,14 @@ def test_two_rounds_two_strategies(run_main, trainer, phantom_split, tmp_path):
             labeled = _names(copy / "train" / str(after) / "labeled" / "labeled.txt")
             assert sorted(labeled) == sorted(_names(copy / "train" / str(before) / "labeled" / "labeled.txt") + chosen)
             assert len(labeled) == after  # budgets grow by k
-            for name in chosen:  # the annotator's mask is the pool's truth
-                truth = dict((e.split()[0], e.split()[1]) for e in
-                             (copy / "train" / str(before) / "unlabeled" / "truth.txt").read_text().splitlines())
-                assert (copy / "train" / str(after) / "labeled" / "mask" / truth[name]).is_file()
+            pool = copy / "train" / str(before) / "unlabeled"
+            truth = {e.split()[0]: e.split()[1:] for e in (pool / "truth.txt").read_text().splitlines()}
+            entries = {e.split()[0]: e.split()[1:] for e in
+                       (copy / "train" / str(after) / "labeled" / "labeled.txt").read_text().splitlines()}
+            for name in chosen:  # the annotator's mask and label are the pool's truth
+                mask = cv2.imread(str(copy / "train" / str(after) / "labeled" / "mask" / entries[name][0]), 0)
+                assert np.array_equal(mask > 0, cv2.imread(str(pool / "mask" / truth[name][0]), 0) > 0)
+                assert entries[name][1] == truth[name][1]
         record = json.loads((copy / "split.json").read_text())
         assert [(r["from"], r["budget"]) for r in record["rounds"]] == [(4, 6), (6, 8)]
         assert all(f"{strategy}_s0" in r["csv"] for r in record["rounds"])  # each copy has only its own rounds

@@ -22,7 +22,7 @@ TABLE_COLUMNS = ("metric", "strategy", "method", "labels", "mean", "std", "min",
 SELECT_KEY = {"best": "test_at_best_val", "final": "test_at_final"}
 
 
-def _rows(sim: Path) -> List[Dict[str, str]]:
+def read_rounds(sim: Path) -> List[Dict[str, str]]:
     path = Path(sim) / "rounds.csv"
     if not path.is_file():
         raise UserError(f"no rounds.csv in {sim}: 'label-curve' draws simulate_labeling.py folders")
@@ -53,7 +53,7 @@ def collect(sims: Sequence[Path], metrics: Sequence[str], select: str) -> Dict[T
     (folder, seed) counts once per key."""
     values: Dict[Tuple, Dict[Tuple, float]] = defaultdict(dict)
     for sim in sims:
-        for row in _rows(sim):
+        for row in read_rounds(sim):
             measured = _test_metrics(Path(sim) / row["run"], select)
             for metric in metrics:
                 if metric not in measured:
