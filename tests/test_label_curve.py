@@ -10,12 +10,15 @@ from helpers import load_script
 
 figures = load_script("make_figures")
 
-# (strategy, seed, labels, run) → test Dice at the val-chosen step; accuracy = 1 − Dice; at the final step: Dice / 2.
-SIM_A = [("random", 0, 4, "runs/start/supervised_n4_s0", 0.50), ("entropy", 0, 4, "runs/start/supervised_n4_s0", 0.50),
-         ("random", 1, 4, "runs/start/supervised_n4_s1", 0.60), ("entropy", 1, 4, "runs/start/supervised_n4_s1", 0.60),
-         ("random", 0, 6, "runs/random/supervised_n6_s0", 0.55), ("entropy", 0, 6, "runs/entropy/supervised_n6_s0", 0.70),
-         ("random", 1, 6, "runs/random/supervised_n6_s1", 0.65), ("entropy", 1, 6, "runs/entropy/supervised_n6_s1", 0.80)]
-SIM_B = [("random", 2, 4, "runs/start/supervised_n4_s2", 0.70), ("random", 2, 6, "runs/random/supervised_n6_s2", 0.75)]
+# (strategy, seed, labels, run, test Dice at the val-chosen step); accuracy = 1 − Dice; at the final step: Dice / 2.
+START0, START1 = "runs/start/supervised_n4_s0", "runs/start/supervised_n4_s1"
+SIM_A = [("random", 0, 4, START0, 0.50), ("entropy", 0, 4, START0, 0.50),
+         ("random", 1, 4, START1, 0.60), ("entropy", 1, 4, START1, 0.60),
+         ("random", 0, 6, "runs/random/supervised_n6_s0", 0.55),
+         ("entropy", 0, 6, "runs/entropy/supervised_n6_s0", 0.70),
+         ("random", 1, 6, "runs/random/supervised_n6_s1", 0.65),
+         ("entropy", 1, 6, "runs/entropy/supervised_n6_s1", 0.80)]
+SIM_B = [("random", 0, 4, START0, 0.70), ("random", 0, 6, "runs/random/supervised_n6_s0", 0.75)]  # another draw
 
 
 IMAGES = [("b1.png", 0), ("b2.png", 0), ("b3.png", 0), ("m1.png", 1), ("m2.png", 1), ("m3.png", 1)]

@@ -149,8 +149,11 @@ def test_resume_after_a_stop(run_main, monkeypatch, phantom_split, tmp_path, ass
     kept = (out / "splits/random_s0/train/8/labeled/labeled.txt").stat().st_ino
     suggested = []
     original = simulation.Simulation.suggest
-    monkeypatch.setattr(simulation.Simulation, "suggest",
-                        lambda self, strategy, r, *a: suggested.append((strategy, r)) or original(self, strategy, r, *a))
+
+    def spy(self, strategy, r, *rest):
+        suggested.append((strategy, r))
+        return original(self, strategy, r, *rest)
+    monkeypatch.setattr(simulation.Simulation, "suggest", spy)
     second = FakeTrainer()
     monkeypatch.setattr("Code.run_experiments.run_child", second)
     assert run_main(simulate.main, *_args(phantom_split, out)).returncode == 0
