@@ -5,6 +5,10 @@
     python Code/make_figures.py curves RUN [RUN ...]    # Assets/training_curves.png (val Dice / accuracy; test too
                                                         # only for runs that logged test curves: eval.test_curves)
     python Code/make_figures.py pretrain-curves RUN [RUN ...] --out PNG   # pretrain.py runs: InfoNCE, std, k-NN
+    python Code/make_figures.py label-curve SIM [SIM ...] --out PNG [--metric dice accuracy ...] [--select best|final]
+        # simulate_labeling.py folders: test metric against labels per strategy x method, band = min-max over
+        # draws; the table (mean, std, min, max, n in %) is written beside the figure as PNG's name with .csv;
+        # [--compare entropy@144 random@168 [--compare-method hermes]]: paired 95 % intervals, <stem>_compare.csv
 
 An existing figure is replaced only with ``--force`` and only when it is a matplotlib figure; never an input (README
 "Outputs and --force"). Written atomically.
@@ -192,6 +196,43 @@ def draw_pretrain_curves(runs: Sequence[Path], out: Path) -> Path:
     return _save(fig, out)
 
 
+LABEL_CURVE_METRICS = ("dice", "accuracy", "balanced_accuracy", "auc")
+
+
+def draw_label_curve(args: argparse.Namespace) -> Path:
+    """The label-efficiency curve (``Code/reporting/label_curve.py``), its table (``--out`` with suffix .csv) and,
+    with ``--compare``, the paired intervals (``Code/reporting/label_target.py``) in ``<stem>_compare.csv``.
+    Everything is checked and computed before anything is written."""
+    from Code.outputs import text_file_starting
+    from Code.reporting import label_curve, label_target
+
+    out = args.out
+    if out.suffix.lower() == ".csv":
+        raise UserError(f"--out {out}: name the figure (e.g. .png); its table is written beside it as .csv")
+    table, compared = out.with_suffix(".csv"), out.with_name(out.stem + "_compare.csv")
+    files = [(table, label_curve.TABLE_COLUMNS, "a label-curve table")]
+    files += [(compared, label_target.COLUMNS, "a label-curve comparison")] if args.compare else []
+    for path, columns, what in files:
+        prepare_output_file(path, "make_figures.py", args.force, figure_inputs(args),
+                            kind=text_file_starting(",".join(columns)), kind_name=f"{what} of make_figures.py")
+    metrics = list(dict.fromkeys(args.metric))
+    rows = label_curve.summarise(label_curve.collect(args.sims, metrics, args.select))
+    tests = [row for side, baseline in args.compare or []
+             for row in label_target.compare(args.sims, args.compare_method, side, baseline, args.select)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
+    label_curve.draw(axes[0], rows, metrics, args.select)
+    write_atomically(table, lambda tmp: label_curve.write_table(tmp, rows))
+    print(f"wrote {table}")
+    if tests:
+        for row in tests:
+            print(f"{row['method']} {row['metric']}: {row['strategy']}@{row['labels']} - {row['baseline']}@"
+                  f"{row['baseline_labels']} = {row['delta']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}] "
+                  f"{row['words']} (draws {row['draws']}, {row['n_images']} test images)")
+        write_atomically(compared, lambda tmp: label_target.write_rows(tmp, tests))
+        print(f"wrote {compared}")
+    return _save(fig, out)
+
+
 def _save(fig, out: Path) -> Path:
     fig.tight_layout()
     write_atomically(out, lambda tmp: fig.savefig(tmp, dpi=110))
@@ -204,6 +245,8 @@ def figure_inputs(args: argparse.Namespace) -> List[Tuple[Path, str]]:
     """What a figure reads, as ``(path, name)``: a run's metrics.csv, curve.csv and tensorboard/ (or the file
     given), the phantom folder. ``--out`` may be none of them nor inside a folder among them."""
     inputs = [(args.raw, f"--raw {args.raw}")] if getattr(args, "raw", None) else []
+    inputs += [(Path(sim) / "rounds.csv", f"the simulation file {Path(sim) / 'rounds.csv'}")
+               for sim in getattr(args, "sims", [])]
     for run in getattr(args, "runs", []):
         files = [run] if run.is_file() else [run / "metrics.csv", run / "curve.csv", run / "tensorboard"]
         inputs += [(path, f"the run file {path}") for path in files]
@@ -224,7 +267,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     pretrain = sub.add_parser("pretrain-curves")
     pretrain.add_argument("runs", nargs="+", type=Path, help="pretrain.py run folders, or their curve.csv")
     pretrain.add_argument("--out", type=Path, default=ASSETS / "pretrain_curves.png")
-    for figure in (architecture, phantom, curves, pretrain):
+    label = sub.add_parser("label-curve")
+    label.add_argument("sims", nargs="+", type=Path, help="simulate_labeling.py --out folders (draws pool)")
+    label.add_argument("--out", type=Path, required=True, help="the figure; its table is written beside it (.csv)")
+    label.add_argument("--metric", nargs="+", choices=LABEL_CURVE_METRICS, default=["dice", "accuracy"])
+    label.add_argument("--select", choices=("best", "final"), default="best",
+                       help="test at the val-chosen step (best.pt, default) or at the final step")
+    label.add_argument("--compare", nargs=2, action="append", metavar=("STRATEGY@N", "BASELINE@M"),
+                       help="paired 95%% interval of the difference, e.g. entropy@144 random@168 (repeatable)")
+    label.add_argument("--compare-method", default="hermes", help="the method of --compare (default hermes)")
+    for figure in (architecture, phantom, curves, pretrain, label):
         figure.add_argument("--force", action="store_true", help="replace an existing figure of this script at --out")
     args = parser.parse_args(argv)
     prepare_output_file(args.out, "make_figures.py", args.force, figure_inputs(args), kind=matplotlib_file,
@@ -233,6 +285,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         draw_architecture(args.out)
     elif args.figure == "phantom":
         draw_phantom(args.raw, args.out)
+    elif args.figure == "label-curve":
+        draw_label_curve(args)
     elif args.figure == "pretrain-curves":
         draw_pretrain_curves(args.runs, args.out)
     else:
