@@ -24,6 +24,7 @@ CHOICES = {  # "method": the registered methods (Code/methods/, read when a conf
     "ssl.combine": ("and", "or"),
     "model.saliency_mode": ("cam", "gradient"),
     "eval.select": ("best", "final"),
+    "eval.prior_correction": ("none", "pool"),
     "train.cls_optimizer": ("sgd", "adam"),
     "ssl.seg_unsup_loss": ("dice", "ce", "ce_dice"),
     "freematch.teacher": ("joint", "ema", "eval", "train"),
@@ -45,7 +46,9 @@ RANGES = {
     "train.seg_lr": "(0, inf)", "train.cls_lr": "(0, inf)", "train.seg_weight_decay": "[0, inf)",
     "train.cls_weight_decay": "[0, inf)", "train.cls_momentum": "[0, 1)", "train.poly_power": "[0, inf)",
     "train.grad_clip": "[0, inf)",
-    "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
+    "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.prior_window": "[0, inf)",
+    "ssl.prior_max_shift": "[0, inf)",  # and not in (0, 1): _validate_ssl
+    "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
     "ssl.unsup_rampup": "[0, 1]", "ssl.contrast_warmup": "[0, 1]", "ssl.contrast_rampup": "[0, 1]",
     "ssl.consistency_rampup": "[0, 1]",
     "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
@@ -174,7 +177,9 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
 
 
 # Keys whose absence in a run saved before they existed meant something other than today's default.
-ABSENT_MEANT = {("eval", "test_curves"): True}  # runs from before the sealed test wrote test curves
+ABSENT_MEANT = {("eval", "test_curves"): True,  # runs from before the sealed test wrote test curves
+                ("ssl", "prior_window"): 0,  # runs from before the windowed pool prior: per-batch EM, averaged
+                ("ssl", "prior_max_shift"): 0.0}  # ... and unbounded
 
 
 # Keys whose old behaviour was another key's value, for runs of one method: before the ``fixmatch`` block, FixMatch
@@ -270,6 +275,8 @@ def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:
     if components["consistency_mode"] not in ("cosine", "stopgrad"):
         raise UserError(f"config key 'components.consistency_mode' must be cosine or stopgrad, "
                         f"got {components['consistency_mode']!r}")
+    if 0 < ssl["prior_max_shift"] < 1:
+        raise UserError(f"config key 'ssl.prior_max_shift' must be 0 (unbounded) or >= 1, got {ssl['prior_max_shift']}")
     if ssl["threshold"] == "dual" and ssl["tau_lo"] > ssl["tau_hi"]:
         raise UserError(f"config keys 'ssl.tau_lo' ({ssl['tau_lo']}) and 'ssl.tau_hi' ({ssl['tau_hi']}): the dual "
                         f"threshold needs tau_lo <= tau_hi")
