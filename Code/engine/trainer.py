@@ -24,7 +24,7 @@ import torch
 from tqdm import tqdm
 
 from Code.common.checkpoint import clean_state_dict, save_checkpoint, slim_state
-from Code.engine import sealed_test, selection
+from Code.engine import prior_correction, sealed_test, selection
 from Code.engine.builders import build_model, build_optimizers
 from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
 from Code.engine.diagnostics import PseudoLabelMonitor
@@ -62,8 +62,8 @@ class Trainer:
         pin = device.type == "cuda"
         self.labeled_stream, self.unlabeled_stream = build_streams(config, self.split, self.labels, dist, pin)
         labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
-        prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
-        self.method = build_method(config, device, unwrap(self.model), prior)  # Code/methods/<config['method']>.py
+        self.labeled_prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
+        self.method = build_method(config, device, unwrap(self.model), self.labeled_prior)  # Code/methods/<method>.py
         self.eval_loader = build_eval_loader(config, self.split, dist)
         self.val_loader = build_eval_loader(config, self.split, dist, "val") if has_val(self.split) else None
         if self.val_loader is None and dist.is_main:
@@ -192,21 +192,40 @@ class Trainer:
                 print(f"note: {self.run_dir} is finished at step {self.step}; test is not scored again "
                       f"(results in {sealed_test.FINAL_METRICS})", file=sys.stderr)
             return done
-        final_records = self.records(self.eval_loader)
-        best_records = None
+        final_records, val_final, final_note = self._sealed_records()
+        best_records, best, best_note = None, self.best, None
         if self.best is not None:
             weights = sealed_test.load_best_weights(self.run_dir / "checkpoints" / "best.pt", self.best["step"])
             with sealed_test.swapped_weights(unwrap(self.model), weights):
-                best_records = self.records(self.eval_loader)
+                best_records, val_best, best_note = self._sealed_records()
+            if best_note is not None:
+                best = dict(self.best, val=val_best)
         summarize = summarize_metrics
         result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
-                                          summarize(final_records), self.last_val, self.best,
-                                          summarize(best_records) if best_records is not None else None)
+                                          summarize(final_records), val_final if final_note else self.last_val,
+                                          best, summarize(best_records) if best_records is not None else None)
+        if final_note is not None:
+            result["prior_correction"] = prior_correction.describe(self.config, self.labeled_prior, final_note,
+                                                                   best_note)
         result["train_seconds"] = round(self._elapsed(), 1)  # training and evaluations, test scoring included
         if self.dist.is_main:
             sealed_test.write_outputs(self.run_dir, result, final_records, best_records)
         barrier()
         return result
+
+    def _sealed_records(self):
+        """The test records of the model's current weights and, with ``eval.prior_correction: pool``
+        (Code/engine/prior_correction.py), those corrected to the pool prior, the corrected val metrics and the
+        estimate's note; without it ``(records, None, None)``."""
+        test = self.records(self.eval_loader)
+        if not prior_correction.wanted(self.config):
+            return test, None, None
+        val = self.records(self.val_loader) if self.val_loader is not None else None
+        pool = prior_correction.pool_posteriors(unwrap(self.model), self.split, self.labels, self.config,
+                                                self.device, self.amp_dtype is not None)
+        test, val, note = prior_correction.correct(test, val, pool, self.labeled_prior,
+                                                   self.config["ssl"]["prior_max_shift"])
+        return test, None if val is None else summarize_metrics(val), note
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""
