@@ -97,13 +97,24 @@ def test_state_round_trip_continues_identically():
         assert torch.equal(value, second.state_dict()[key]), key
 
 
-def test_old_runs_keep_the_per_batch_running_average():
-    """A config saved before prior_window / prior_max_shift completes to window 0, unbounded; its PoolPrior has the
-    old buffers only (an old checkpoint loads strictly) and the old update. Mutation checked: ABSENT_MEANT without
-    the two keys (the new defaults would apply)."""
-    saved = load_config("configs/smoke.yaml")
+def old_config(**ssl):
+    """A config as saved before prior_window / prior_max_shift existed."""
+    saved = load_config("configs/smoke.yaml", [{"ssl": ssl}] if ssl else [])
     del saved["ssl"]["prior_window"], saved["ssl"]["prior_max_shift"]
-    ssl = complete_saved_config(saved)["ssl"]
+    return saved
+
+
+def test_old_runs_keep_the_per_batch_running_average():
+    """A prior-aware config saved before prior_window / prior_max_shift completes to window 0, unbounded; its
+    PoolPrior has the old buffers only (an old checkpoint loads strictly) and the old update. A run that trained
+    without the pool prior gets today's defaults (the keys change nothing there, so a grid sees the same run).
+    Mutations checked: ABSENT_MEANT without the two keys; the old values given to every run."""
+    for ssl in ({}, {"prior_aware": False, "class_ratio": "batch"}):
+        plain = complete_saved_config(old_config(**ssl))["ssl"]
+        assert (plain["prior_window"], plain["prior_max_shift"]) == (256, 2.0)
+    assert complete_saved_config(dict(old_config(prior_aware=True), method="supervised"))["ssl"]["prior_window"] == 256
+    assert complete_saved_config(old_config(class_ratio="pool"))["ssl"]["prior_window"] == 0
+    ssl = complete_saved_config(old_config(prior_aware=True))["ssl"]
     assert (ssl["prior_window"], ssl["prior_max_shift"]) == (0, 0.0)
     old = PoolPrior(2, ssl["prior_momentum"], ssl["prior_window"], ssl["prior_max_shift"])
     assert set(old.state_dict()) == {"prior", "seen"}
