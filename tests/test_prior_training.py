@@ -13,7 +13,8 @@ ITERS = 24
 
 @pytest.fixture(scope="module")
 def imbalanced_split(tmp_path_factory):
-    """A 3:1 benign:malignant phantom (30 + 10 images, 64×64; a seed whose cases allow a 4-label budget), split with a 4-label budget (2 + 2: labeled lists are balanced) and a val part."""
+    """A 3:1 benign:malignant phantom (30 + 10 images, 64×64; a seed whose cases allow it), split with a 4-label
+    budget (2 + 2: labeled lists are balanced) and a val part."""
     from Code.DataProcess.make_phantom import generate_phantom
     from Code.DataProcess.splitting import split_dataset
 

@@ -56,7 +56,8 @@ def test_corrected_rows_follow_the_hand_formula(runs, phantom_split):
     assert abs(pi[0] + pi[1] - 1) < 1e-5 and pi != pi_s
     ratio = (pi[1] / pi_s[1]) / (pi[0] / pi_s[0])
     assert 1 / 2 - 1e-4 <= ratio <= 2 + 1e-4  # the default bound ssl.prior_max_shift 2
-    plain, rescored = rows(runs / "plain" / "test_predictions_final.csv"), rows(runs / "rescored" / "test_predictions_final.csv")
+    plain = rows(runs / "plain" / "test_predictions_final.csv")
+    rescored = rows(runs / "rescored" / "test_predictions_final.csv")
     assert plain.keys() == rescored.keys()
     for name, row in plain.items():
         p = float(row["prob_malignant"])
@@ -158,3 +159,16 @@ def test_sealed_test_corrects_val_with_each_weights_own_prior(phantom_split, tmp
     for record in test:
         assert float(written[record["name"]]["prob_malignant"]) == pytest.approx(record["prob_malignant"], abs=1e-6)
         assert int(written[record["name"]]["pred_class"]) == record["pred_class"]
+
+
+def test_correction_without_a_pool_is_refused_at_start(phantom_split, tmp_path, run_main, assert_one_line_error):
+    """A split budget without unlabeled.txt: refused before training, not after the last step."""
+    from Code.engine.cli import main
+
+    split = tmp_path / "split"
+    shutil.copytree(phantom_split, split)
+    (split / "train" / "4" / "unlabeled" / "unlabeled.txt").unlink()
+    proc = run_main(lambda argv: main(argv, task="cls"), "--config", str(SMOKE_CONFIG), "--data", split, "--labels",
+                    "4", "--method", "supervised", "--out", tmp_path / "run", "--set", "eval.prior_correction=pool")
+    assert_one_line_error(proc, "eval.prior_correction", "unlabeled.txt")
+    assert not (tmp_path / "run" / "checkpoints" / "latest.pt").exists()

@@ -4,8 +4,8 @@ A model trained on the labeled list (class shares π_s) is applied to images dra
 π. With p(c|x) its class probabilities (Saerens, Latinne & Decaestecker, Neural Computation 2002)::
 
     π  = bound(EM(p(·|x_j), π_s), π_s, k)     over the images x_j of SPLIT/train/N/unlabeled/ (never val or test;
-                                              :func:`~Code.methods.thresholds.em_prior`, EM_ITERS iterations,
-                                              bound :func:`~Code.methods.thresholds.bound_prior`, k = ssl.prior_max_shift)
+                                              :func:`~Code.methods.thresholds.em_prior`, EM_ITERS iterations;
+                                              :func:`~Code.methods.thresholds.bound_prior`, k = ssl.prior_max_shift)
     p'(c|x) = p(c|x)·π(c)/π_s(c) / Σ_c' p(c'|x)·π(c')/π_s(c')      on val and test; pred_class = argmax_c p'(c|x)
 
 For two classes the correction is monotone in p(malignant|x): AUC is unchanged, accuracy, balanced accuracy,
@@ -15,7 +15,7 @@ gives other posteriors. Used by the trainer's sealed test (Code/engine/trainer.p
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -39,6 +39,18 @@ def labeled_prior(split: Path, labels: int) -> torch.Tensor:
     return counts / counts.sum()
 
 
+def pool_names(split: Path, labels: int) -> List[str]:
+    """The images of ``SPLIT/train/N/unlabeled/unlabeled.txt``; UserError when the pool is missing or empty (checked
+    when a run starts, not only after its last step)."""
+    listed = Path(split) / "train" / str(labels) / "unlabeled" / "unlabeled.txt"
+    if not listed.is_file():
+        raise UserError(f"eval.prior_correction pool needs the unlabeled pool, but {listed} is missing")
+    names = read_unlabeled_list(listed)
+    if not names:
+        raise UserError(f"eval.prior_correction pool needs unlabeled images, but {listed} is empty")
+    return names
+
+
 def pool_posteriors(model: torch.nn.Module, split: Path, labels: int, config: Dict[str, Any],
                     device: torch.device, amp: bool = False) -> torch.Tensor:
     """The model's class probabilities (N×2, CPU) of every image of ``SPLIT/train/N/unlabeled/unlabeled.txt``,
@@ -46,12 +58,7 @@ def pool_posteriors(model: torch.nn.Module, split: Path, labels: int, config: Di
     from Code.data.image_io import load_gray, normalize_to_tensor, resize_image
 
     part = Path(split) / "train" / str(labels) / "unlabeled"
-    listed = part / "unlabeled.txt"
-    if not listed.is_file():
-        raise UserError(f"eval.prior_correction pool needs the unlabeled pool, but {listed} is missing")
-    names = read_unlabeled_list(listed)
-    if not names:
-        raise UserError(f"eval.prior_correction pool needs unlabeled images, but {listed} is empty")
+    names = pool_names(split, labels)
     size, channels, batch = config["data"]["size"], config["data"]["in_channels"], config["eval"]["batch_size"]
     was_training, probs = model.training, []
     model.eval()
@@ -60,7 +67,7 @@ def pool_posteriors(model: torch.nn.Module, split: Path, labels: int, config: Di
             images = []
             for name in names[start:start + batch]:
                 if not (part / "image" / name).is_file():
-                    raise UserError(f"{listed} lists {name}, which is not in {part / 'image'}")
+                    raise UserError(f"{part / 'unlabeled.txt'} lists {name}, which is not in {part / 'image'}")
                 images.append(normalize_to_tensor(resize_image(load_gray(part / "image" / name), size), channels))
             probs.append(predict_batch(model, torch.stack(images).to(device), amp)[1].cpu())
     finally:
@@ -91,6 +98,23 @@ def correct(test: Sequence[Dict[str, Any]], val: Optional[Sequence[Dict[str, Any
     note = {"pool_prior": [round(float(v), 6) for v in prior], "pool_images": int(pool.shape[0])}
     return (correct_records(test, prior, source),
             None if val is None else correct_records(val, prior, source), note)
+
+
+def sealed_scores(records: Callable[[Any], list], test_loader: Any, val_loader: Any, pool: Callable[[], torch.Tensor],
+                  config: Dict[str, Any], source: torch.Tensor, val_always: bool = False
+                  ) -> Tuple[list, Optional[Dict[str, float]], Optional[Dict[str, Any]]]:
+    """One set of weights scored for the sealed test: ``(test records, val metrics, note)``, corrected to the pool
+    prior when :func:`wanted` (``pool()``: the pool's posteriors). Uncorrected, the val metrics are computed only
+    with ``val_always`` (the trainer has them from its last evaluation) and the note is None.
+    ``records(loader)``: the per-image records of a loader's part."""
+    from Code.inference.metrics import summarize_metrics
+
+    test, correcting = records(test_loader), wanted(config)
+    val = records(val_loader) if val_loader is not None and (correcting or val_always) else None
+    note = None
+    if correcting:
+        test, val, note = correct(test, val, pool(), source, config["ssl"]["prior_max_shift"])
+    return test, None if val is None else summarize_metrics(val), note
 
 
 def describe(config: Dict[str, Any], source: torch.Tensor, final: Dict[str, Any],

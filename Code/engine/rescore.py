@@ -106,7 +106,7 @@ def write_config(out: Path, raw: Dict[str, Any], changes: List[Dict[str, Any]], 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from Code.engine.rescore_scoring import score_run
-    from Code.outputs import prepare_output_folder, refuse_protected
+    from Code.outputs import prepare_output_folder
 
     args = parse_args(argv)
     run, out = Path(args.run), Path(args.out)
@@ -116,14 +116,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     changes = [parse_set_option(item) for item in args.set]
     check_changes(flat_keys(changes), found["config"])
     config = apply_changes(found["config"], changes)
-    inputs = [(run, f"the run {run}")]
-    refuse_protected(out, inputs)
+    out = prepare_output_folder(out, SCRIPT, args.force, [(run, f"the run {run}")])
     start = time.monotonic()
     result, final_records, best_records = score_run(run, config, found["final"], args.device)
     result["train_seconds"] = found["final"].get("train_seconds")
     result["rescored_from"] = str(run.resolve())
     result["rescore_seconds"] = round(time.monotonic() - start, 1)
-    out = prepare_output_folder(out, SCRIPT, args.force, inputs)
     from Code.engine.sealed_test import write_outputs
 
     for name in COPIED:

@@ -43,15 +43,10 @@ class _Scorer:
 
     def score(self) -> Tuple[list, Optional[Dict[str, float]], Optional[Dict[str, Any]]]:
         """Test records, val metrics and the correction's note (None without it) of the current weights."""
-        test = self.records(self.test)
-        val = self.records(self.val) if self.val is not None else None
-        note = None
-        if prior_correction.wanted(self.config):
-            pool = prior_correction.pool_posteriors(self.model, self.split, self.labels, self.config, self.device,
-                                                    self.amp)
-            test, val, note = prior_correction.correct(test, val, pool, self.source,
-                                                       self.config["ssl"]["prior_max_shift"])
-        return test, None if val is None else summarize_metrics(val), note
+        pool = lambda: prior_correction.pool_posteriors(self.model, self.split, self.labels,  # noqa: E731
+                                                        self.config, self.device, self.amp)
+        return prior_correction.sealed_scores(self.records, self.test, self.val, pool, self.config, self.source,
+                                              val_always=True)
 
 
 def score_run(run: Path, config: Dict[str, Any], final: Dict[str, Any], device_name: str

@@ -8,8 +8,9 @@ gets a row (``step``, ``val_<name>``; the test metrics under their names only wi
 config, step, val metrics: :func:`Code.common.checkpoint.slim_state`) when the val score improves by the tie rule
 of :func:`Code.engine.selection.best_score` (a split without ``val/`` has no ``best.pt``). The test part is sealed:
 scored once, after the last step, with the final weights and with ``best.pt``'s (:mod:`Code.engine.sealed_test`:
-``final_metrics.json`` and the per-image ``test_predictions_*.csv``); never at a ``--stop-after`` or signal stop,
-and not again when a finished run is invoked once more.
+``final_metrics.json`` and the per-image ``test_predictions_*.csv``; with ``eval.prior_correction: pool`` test and
+val corrected to the unlabeled pool's prior, :mod:`Code.engine.prior_correction`); never at a ``--stop-after`` or
+signal stop, and not again when a finished run is invoked once more.
 """
 from __future__ import annotations
 
@@ -64,6 +65,8 @@ class Trainer:
         labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
         self.labeled_prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
         self.method = build_method(config, device, unwrap(self.model), self.labeled_prior)  # Code/methods/<method>.py
+        if prior_correction.wanted(config):
+            prior_correction.pool_names(self.split, self.labels)  # refused now, not after the last step
         self.eval_loader = build_eval_loader(config, self.split, dist)
         self.val_loader = build_eval_loader(config, self.split, dist, "val") if has_val(self.split) else None
         if self.val_loader is None and dist.is_main:
@@ -214,18 +217,12 @@ class Trainer:
         return result
 
     def _sealed_records(self):
-        """The test records of the model's current weights and, with ``eval.prior_correction: pool``
-        (Code/engine/prior_correction.py), those corrected to the pool prior, the corrected val metrics and the
-        estimate's note; without it ``(records, None, None)``."""
-        test = self.records(self.eval_loader)
-        if not prior_correction.wanted(self.config):
-            return test, None, None
-        val = self.records(self.val_loader) if self.val_loader is not None else None
-        pool = prior_correction.pool_posteriors(unwrap(self.model), self.split, self.labels, self.config,
-                                                self.device, self.amp_dtype is not None)
-        test, val, note = prior_correction.correct(test, val, pool, self.labeled_prior,
-                                                   self.config["ssl"]["prior_max_shift"])
-        return test, None if val is None else summarize_metrics(val), note
+        """The current weights' test records and, with ``eval.prior_correction: pool``, val metrics and the pool
+        prior's note (Code/engine/prior_correction.py: test and val corrected); else ``(records, None, None)``."""
+        pool = lambda: prior_correction.pool_posteriors(unwrap(self.model), self.split, self.labels,  # noqa: E731
+                                                        self.config, self.device, self.amp_dtype is not None)
+        return prior_correction.sealed_scores(self.records, self.eval_loader, self.val_loader, pool, self.config,
+                                              self.labeled_prior)
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""
