@@ -111,7 +111,7 @@ def test_old_runs_keep_the_per_batch_running_average():
     Mutations checked: ABSENT_MEANT without the two keys; the old values given to every run."""
     for ssl in ({}, {"prior_aware": False, "class_ratio": "batch"}):
         plain = complete_saved_config(old_config(**ssl))["ssl"]
-        assert (plain["prior_window"], plain["prior_max_shift"]) == (256, 2.0)
+        assert (plain["prior_window"], plain["prior_max_shift"]) == (256, 4.0)
     assert complete_saved_config(dict(old_config(prior_aware=True), method="supervised"))["ssl"]["prior_window"] == 256
     assert complete_saved_config(old_config(class_ratio="pool"))["ssl"]["prior_window"] == 0
     ssl = complete_saved_config(old_config(prior_aware=True))["ssl"]

@@ -55,7 +55,7 @@ def test_corrected_rows_follow_the_hand_formula(runs, phantom_split):
     assert pi_s == [0.5, 0.5] and note["final"]["pool_images"] == len(pool) > 0 and note["best"] is not None
     assert abs(pi[0] + pi[1] - 1) < 1e-5 and pi != pi_s
     ratio = (pi[1] / pi_s[1]) / (pi[0] / pi_s[0])
-    assert 1 / 2 - 1e-4 <= ratio <= 2 + 1e-4  # the default bound ssl.prior_max_shift 2
+    assert 1 / 4 - 1e-4 <= ratio <= 4 + 1e-4  # the default bound ssl.prior_max_shift 4
     plain = rows(runs / "plain" / "test_predictions_final.csv")
     rescored = rows(runs / "rescored" / "test_predictions_final.csv")
     assert plain.keys() == rescored.keys()
