@@ -212,7 +212,8 @@ def test_settings_beyond_the_method_are_named(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "**Settings beyond the method**" in out
     named = [line for line in out.splitlines() if line.startswith("- `cls` ")]
-    assert named == ["- `cls` hermes: ssl.prior_aware=True"]
+    # saved without ssl.prior_window / prior_max_shift, a prior-aware run had the old estimator (config.py ABSENT_MEANT)
+    assert named == ["- `cls` hermes: ssl.prior_aware=True, ssl.prior_max_shift=0.0, ssl.prior_window=0"]
     assert "Settings beyond the method" in (tmp_path / "report.md").read_text()
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Dict, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import yaml
 
@@ -24,6 +24,7 @@ CHOICES = {  # "method": the registered methods (Code/methods/, read when a conf
     "ssl.combine": ("and", "or"),
     "model.saliency_mode": ("cam", "gradient"),
     "eval.select": ("best", "final"),
+    "eval.prior_correction": ("none", "pool"),
     "train.cls_optimizer": ("sgd", "adam"),
     "ssl.seg_unsup_loss": ("dice", "ce", "ce_dice"),
     "freematch.teacher": ("joint", "ema", "eval", "train"),
@@ -45,7 +46,9 @@ RANGES = {
     "train.seg_lr": "(0, inf)", "train.cls_lr": "(0, inf)", "train.seg_weight_decay": "[0, inf)",
     "train.cls_weight_decay": "[0, inf)", "train.cls_momentum": "[0, 1)", "train.poly_power": "[0, inf)",
     "train.grad_clip": "[0, inf)",
-    "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
+    "ssl.ema_decay": "[0, 1)", "ssl.prior_momentum": "[0, 1)", "ssl.prior_window": "[0, inf)",
+    "ssl.prior_max_shift": "[0, inf)",  # and not in (0, 1): _validate_ssl
+    "ssl.tau_hi": "[0, 1]", "ssl.tau_lo": "[0, 1]",
     "ssl.unsup_rampup": "[0, 1]", "ssl.contrast_warmup": "[0, 1]", "ssl.contrast_rampup": "[0, 1]",
     "ssl.consistency_rampup": "[0, 1]",
     "mean_teacher.consistency": "[0, inf)", "mean_teacher.rampup": "[0, 1]", "mean_teacher.ema_decay_rampup": "[0, 1)",
@@ -174,7 +177,25 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
 
 
 # Keys whose absence in a run saved before they existed meant something other than today's default.
-ABSENT_MEANT = {("eval", "test_curves"): True}  # runs from before the sealed test wrote test curves
+# A value may be a function ``(saved config completed so far, today's default) → value``, for keys whose old
+# meaning depends on the run.
+
+
+def _old_pool_prior(old_value: Any) -> Callable[[Dict[str, Any], Any], Any]:
+    """The old value where the run trained with the pool prior (prior-aware or pool class ratio, not supervised);
+    elsewhere the key has no effect on training and takes today's default, so that such a run (and a grid that
+    compares its config) stays the same run."""
+    def meant(saved: Dict[str, Any], default: Any) -> Any:
+        ssl = saved.get("ssl") or {}
+        used = saved.get("method") != "supervised" and (ssl.get("prior_aware") or ssl.get("class_ratio") == "pool")
+        return old_value if used else default
+    return meant
+
+
+ABSENT_MEANT = {("eval", "test_curves"): True,  # runs from before the sealed test wrote test curves
+                # runs from before the windowed, bounded pool prior: per-batch EM averaged (window 0), unbounded (0)
+                ("ssl", "prior_window"): _old_pool_prior(0),
+                ("ssl", "prior_max_shift"): _old_pool_prior(0.0)}
 
 
 # Keys whose old behaviour was another key's value, for runs of one method: before the ``fixmatch`` block, FixMatch
@@ -197,7 +218,7 @@ def complete_saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
         value = _lookup(saved, source)
         if value is not _MISSING:
             absent[where] = value
-    _fill_missing(completed, _read_yaml(BASE_CONFIG), (), absent)
+    _fill_missing(completed, _read_yaml(BASE_CONFIG), (), absent, completed)
     return completed
 
 
@@ -213,17 +234,20 @@ def _lookup(config: Dict[str, Any], path: tuple) -> Any:
     return node
 
 
-def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple, absent: Dict[tuple, Any]) -> None:
+def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple, absent: Dict[tuple, Any],
+                  root: Dict[str, Any]) -> None:
+    """Fill ``config`` from ``defaults``; an ``absent`` value that is callable is given ``(root, default)``."""
     for key, value in defaults.items():
         where = path + (key,)
         if key not in config:
             if isinstance(value, dict):  # a new block: fill it key by key (its keys may have absent meanings)
                 config[key] = {}
-                _fill_missing(config[key], value, where, absent)
+                _fill_missing(config[key], value, where, absent, root)
             else:
-                config[key] = copy.deepcopy(absent.get(where, value))
+                meant = absent.get(where, value)
+                config[key] = copy.deepcopy(meant(root, value) if callable(meant) else meant)
         elif isinstance(value, dict) and isinstance(config[key], dict):
-            _fill_missing(config[key], value, where, absent)
+            _fill_missing(config[key], value, where, absent, root)
 
 
 def in_range(value: Any, interval: str) -> bool:
@@ -270,6 +294,8 @@ def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:
     if components["consistency_mode"] not in ("cosine", "stopgrad"):
         raise UserError(f"config key 'components.consistency_mode' must be cosine or stopgrad, "
                         f"got {components['consistency_mode']!r}")
+    if 0 < ssl["prior_max_shift"] < 1:
+        raise UserError(f"config key 'ssl.prior_max_shift' must be 0 (unbounded) or >= 1, got {ssl['prior_max_shift']}")
     if ssl["threshold"] == "dual" and ssl["tau_lo"] > ssl["tau_hi"]:
         raise UserError(f"config keys 'ssl.tau_lo' ({ssl['tau_lo']}) and 'ssl.tau_hi' ({ssl['tau_hi']}): the dual "
                         f"threshold needs tau_lo <= tau_hi")

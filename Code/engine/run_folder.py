@@ -35,7 +35,7 @@ from Code.engine.reconcile import (FREE_TO_CHANGE, Entry, RunPlan, describe_iter
                                    get_dotted, reconcile)
 from Code.engine.run_kind import script_of
 from Code.errors import UserError
-from Code.outputs import REPO_ROOT, check_replaceable  # noqa: F401 (REPO_ROOT: re-exported)
+from Code.outputs import REPO_ROOT, check_replaceable, read_marker  # noqa: F401 (REPO_ROOT: re-exported)
 
 TRAINING_TASKS = ("seg", "cls")  # seg_train.py / cls_train.py configs: completed with keys added since (config.py)
 ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "test_predictions_final.csv",
@@ -75,8 +75,8 @@ def folder_state(run_dir: Path) -> str:
     """``new``, ``unstarted``, ``run`` or ``foreign`` (see the module docstring)."""
     if not run_dir.exists() or (run_dir.is_dir() and not any(run_dir.iterdir())):
         return "new"
-    if not run_dir.is_dir() or read_saved_config(run_dir) is None:
-        return "foreign"
+    if not run_dir.is_dir() or read_saved_config(run_dir) is None or read_marker(run_dir) == "rescore.py":
+        return "foreign"  # a re-scored copy (Code/rescore.py) has a run's config.yaml but is no run to continue
     return "run" if (run_dir / "checkpoints" / "latest.pt").is_file() else "unstarted"
 
 

@@ -8,8 +8,9 @@ gets a row (``step``, ``val_<name>``; the test metrics under their names only wi
 config, step, val metrics: :func:`Code.common.checkpoint.slim_state`) when the val score improves by the tie rule
 of :func:`Code.engine.selection.best_score` (a split without ``val/`` has no ``best.pt``). The test part is sealed:
 scored once, after the last step, with the final weights and with ``best.pt``'s (:mod:`Code.engine.sealed_test`:
-``final_metrics.json`` and the per-image ``test_predictions_*.csv``); never at a ``--stop-after`` or signal stop,
-and not again when a finished run is invoked once more.
+``final_metrics.json`` and the per-image ``test_predictions_*.csv``; with ``eval.prior_correction: pool`` test and
+val corrected to the unlabeled pool's prior, :mod:`Code.engine.prior_correction`); never at a ``--stop-after`` or
+signal stop, and not again when a finished run is invoked once more.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from Code.common.checkpoint import clean_state_dict, save_checkpoint, slim_state
-from Code.engine import sealed_test, selection
+from Code.engine import prior_correction, sealed_test, selection
 from Code.engine.builders import build_model, build_optimizers
 from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
 from Code.engine.diagnostics import PseudoLabelMonitor
@@ -62,8 +63,10 @@ class Trainer:
         pin = device.type == "cuda"
         self.labeled_stream, self.unlabeled_stream = build_streams(config, self.split, self.labels, dist, pin)
         labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
-        prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
-        self.method = build_method(config, device, unwrap(self.model), prior)  # Code/methods/<config['method']>.py
+        self.labeled_prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
+        self.method = build_method(config, device, unwrap(self.model), self.labeled_prior)  # Code/methods/<method>.py
+        if prior_correction.wanted(config):
+            prior_correction.pool_names(self.split, self.labels)  # refused now, not after the last step
         self.eval_loader = build_eval_loader(config, self.split, dist)
         self.val_loader = build_eval_loader(config, self.split, dist, "val") if has_val(self.split) else None
         if self.val_loader is None and dist.is_main:
@@ -192,21 +195,34 @@ class Trainer:
                 print(f"note: {self.run_dir} is finished at step {self.step}; test is not scored again "
                       f"(results in {sealed_test.FINAL_METRICS})", file=sys.stderr)
             return done
-        final_records = self.records(self.eval_loader)
-        best_records = None
+        final_records, val_final, final_note = self._sealed_records()
+        best_records, best, best_note = None, self.best, None
         if self.best is not None:
             weights = sealed_test.load_best_weights(self.run_dir / "checkpoints" / "best.pt", self.best["step"])
             with sealed_test.swapped_weights(unwrap(self.model), weights):
-                best_records = self.records(self.eval_loader)
+                best_records, val_best, best_note = self._sealed_records()
+            if best_note is not None:
+                best = dict(self.best, val=val_best)
         summarize = summarize_metrics
         result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
-                                          summarize(final_records), self.last_val, self.best,
-                                          summarize(best_records) if best_records is not None else None)
+                                          summarize(final_records), val_final if final_note else self.last_val,
+                                          best, summarize(best_records) if best_records is not None else None)
+        if final_note is not None:
+            result["prior_correction"] = prior_correction.describe(self.config, self.labeled_prior, final_note,
+                                                                   best_note)
         result["train_seconds"] = round(self._elapsed(), 1)  # training and evaluations, test scoring included
         if self.dist.is_main:
             sealed_test.write_outputs(self.run_dir, result, final_records, best_records)
         barrier()
         return result
+
+    def _sealed_records(self):
+        """The current weights' test records and, with ``eval.prior_correction: pool``, val metrics and the pool
+        prior's note (Code/engine/prior_correction.py: test and val corrected); else ``(records, None, None)``."""
+        pool = lambda: prior_correction.pool_posteriors(unwrap(self.model), self.split, self.labels,  # noqa: E731
+                                                        self.config, self.device, self.amp_dtype is not None)
+        return prior_correction.sealed_scores(self.records, self.eval_loader, self.val_loader, pool, self.config,
+                                              self.labeled_prior)
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""

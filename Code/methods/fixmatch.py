@@ -13,8 +13,9 @@ weak view in the same forward as the labeled and strong views (``fixmatch.teache
 CE, and no ramp-up of the unsupervised weight (ρ_u = 1). ``fixmatch.teacher: ema`` (with
 ``fixmatch.unsup_rampup: 0.1``) is the variant that shares Hermes' EMA teacher and ramp — the FixMatch rows of the
 earlier BUSI tables — and is reported as a row of its own. With ``ssl.prior_aware`` or ``ssl.class_ratio: pool``
-(shared with Hermes, beyond the paper) the running estimate π of the unlabeled pool's class prior
-(:class:`Code.methods.thresholds.PoolPrior`) re-weights the weak view's class probabilities from the labeled prior
+(shared with Hermes, beyond the paper) the estimate π of the unlabeled pool's class prior
+(:class:`Code.methods.thresholds.PoolPrior`: EM over a window of the weak view's posteriors, ``ssl.prior_window``,
+bounded by ``ssl.prior_max_shift``) re-weights the weak view's class probabilities from the labeled prior
 to π, or gives r_c of the class-adaptive threshold. State: ``teacher`` (EMA weights, when used) and ``pool_prior``.
 
 :class:`Code.methods.hermes.Hermes` builds on this class and reads the same four settings from ``ssl`` instead
@@ -62,7 +63,7 @@ class FixMatch(Method):
         self.loss_config = dict(config, ssl=dict(ssl, unsup_rampup=own["unsup_rampup"]))
         self.teacher = (EMATeacher(student, ssl["ema_decay"])
                         if self.teacher_mode == "ema" and student is not None else None)
-        self.pool_prior = (PoolPrior(2, ssl["prior_momentum"]).to(device)
+        self.pool_prior = (PoolPrior(2, ssl["prior_momentum"], ssl["prior_window"], ssl["prior_max_shift"]).to(device)
                            if self.prior_aware or self.pool_ratio else None)
         prior = torch.full((2,), 0.5) if labeled_prior is None else labeled_prior.float()
         self.labeled_prior = prior.to(device)
