@@ -177,7 +177,7 @@ def load_config(path: Optional[str] = None, overrides: Iterable[Dict[str, Any]] 
 
 
 # Keys whose absence in a run saved before they existed meant something other than today's default.
-# A value may be a function ``(saved config completed so far, today's default) → value``, for keys whose old
+# A value may be a function ``(the saved config as it was saved, today's default) → value``, for keys whose old
 # meaning depends on the run.
 
 
@@ -192,62 +192,49 @@ def _old_pool_prior(old_value: Any) -> Callable[[Dict[str, Any], Any], Any]:
     return meant
 
 
+def _fixmatch_read_ssl(key: str) -> Callable[[Dict[str, Any], Any], Any]:
+    """Before the ``fixmatch`` block, FixMatch read Hermes' ``ssl`` settings (its teacher, τ_hi, pseudo-label loss
+    and ramp): an old fixmatch run keeps the value of ``ssl.<key>``; other methods do not read the block."""
+    def meant(saved: Dict[str, Any], default: Any) -> Any:
+        ssl = saved.get("ssl") or {}
+        return ssl[key] if saved.get("method") == "fixmatch" and key in ssl else default
+    return meant
+
+
 ABSENT_MEANT = {("eval", "test_curves"): True,  # runs from before the sealed test wrote test curves
+                ("fixmatch", "teacher"): _fixmatch_read_ssl("teacher"),
+                ("fixmatch", "threshold"): _fixmatch_read_ssl("tau_hi"),
+                ("fixmatch", "seg_unsup_loss"): _fixmatch_read_ssl("seg_unsup_loss"),
+                ("fixmatch", "unsup_rampup"): _fixmatch_read_ssl("unsup_rampup"),
                 # runs from before the windowed, bounded pool prior: per-batch EM averaged (window 0), unbounded (0)
                 ("ssl", "prior_window"): _old_pool_prior(0),
                 ("ssl", "prior_max_shift"): _old_pool_prior(0.0)}
 
 
-# Keys whose old behaviour was another key's value, for runs of one method: before the ``fixmatch`` block, FixMatch
-# read Hermes' ``ssl`` settings (its teacher, τ_hi, pseudo-label loss and ramp).
-ABSENT_COPIED = {"fixmatch": {("fixmatch", "teacher"): ("ssl", "teacher"),
-                              ("fixmatch", "threshold"): ("ssl", "tau_hi"),
-                              ("fixmatch", "seg_unsup_loss"): ("ssl", "seg_unsup_loss"),
-                              ("fixmatch", "unsup_rampup"): ("ssl", "unsup_rampup")}}
-
-
 def complete_saved_config(saved: Dict[str, Any]) -> Dict[str, Any]:
     """A run's saved config completed with the keys added to ``base.yaml`` since it was saved, at their defaults
-    (or at :data:`ABSENT_MEANT`, or for the run's method at the value of the key in :data:`ABSENT_COPIED`), so that
-    a run made by older code continues — and a grid skips or resumes it — instead of counting every new key as a
-    change. New keys default to the old behaviour, so the run is the same run; a key the run *has* is never changed
-    here."""
+    or at :data:`ABSENT_MEANT`, so that a run made by older code continues — and a grid skips or resumes it —
+    instead of counting every new key as a change. New keys default to the old behaviour, so the run is the same
+    run; a key the run *has* is never changed here."""
     completed = copy.deepcopy(saved)
-    absent = dict(ABSENT_MEANT)
-    for where, source in ABSENT_COPIED.get(saved.get("method"), {}).items():
-        value = _lookup(saved, source)
-        if value is not _MISSING:
-            absent[where] = value
-    _fill_missing(completed, _read_yaml(BASE_CONFIG), (), absent, completed)
+    _fill_missing(completed, _read_yaml(BASE_CONFIG), (), ABSENT_MEANT, saved)
     return completed
 
 
-_MISSING = object()
-
-
-def _lookup(config: Dict[str, Any], path: tuple) -> Any:
-    node: Any = config
-    for part in path:
-        if not isinstance(node, dict) or part not in node:
-            return _MISSING
-        node = node[part]
-    return node
-
-
 def _fill_missing(config: Dict[str, Any], defaults: Dict[str, Any], path: tuple, absent: Dict[tuple, Any],
-                  root: Dict[str, Any]) -> None:
-    """Fill ``config`` from ``defaults``; an ``absent`` value that is callable is given ``(root, default)``."""
+                  saved: Dict[str, Any]) -> None:
+    """Fill ``config`` from ``defaults``; an ``absent`` value that is callable is given ``(saved, default)``."""
     for key, value in defaults.items():
         where = path + (key,)
         if key not in config:
             if isinstance(value, dict):  # a new block: fill it key by key (its keys may have absent meanings)
                 config[key] = {}
-                _fill_missing(config[key], value, where, absent, root)
+                _fill_missing(config[key], value, where, absent, saved)
             else:
                 meant = absent.get(where, value)
-                config[key] = copy.deepcopy(meant(root, value) if callable(meant) else meant)
+                config[key] = copy.deepcopy(meant(saved, value) if callable(meant) else meant)
         elif isinstance(value, dict) and isinstance(config[key], dict):
-            _fill_missing(config[key], value, where, absent, root)
+            _fill_missing(config[key], value, where, absent, saved)
 
 
 def in_range(value: Any, interval: str) -> bool:
