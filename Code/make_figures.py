@@ -221,14 +221,14 @@ def draw_label_curve(args: argparse.Namespace) -> Path:
              for row in label_target.compare(args.sims, args.compare_method, side, baseline, args.select)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(6 * len(metrics), 4.5), squeeze=False)
     label_curve.draw(axes[0], rows, metrics, args.select)
-    write_atomically(table, lambda tmp: label_curve.write_table(tmp, rows))
+    write_atomically(table, lambda tmp: label_curve.write_csv(tmp, rows))
     print(f"wrote {table}")
     if tests:
         for row in tests:
             print(f"{row['method']} {row['metric']}: {row['strategy']}@{row['labels']} - {row['baseline']}@"
                   f"{row['baseline_labels']} = {row['delta']:+.2f} [{row['low']:+.2f}, {row['high']:+.2f}] "
                   f"{row['words']} (draws {row['draws']}, {row['n_images']} test images)")
-        write_atomically(compared, lambda tmp: label_target.write_rows(tmp, tests))
+        write_atomically(compared, lambda tmp: label_curve.write_csv(tmp, tests, label_target.COLUMNS))
         print(f"wrote {compared}")
     return _save(fig, out)
 

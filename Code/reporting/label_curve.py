@@ -77,9 +77,10 @@ def summarise(values: Dict[Tuple, List[float]]) -> List[Dict]:
     return rows
 
 
-def write_table(path: Path, rows: List[Dict]) -> None:
+def write_csv(path: Path, rows: List[Dict], columns: Sequence[str] = TABLE_COLUMNS) -> None:
+    """``rows`` (dicts keyed by ``columns``) as a CSV file with a header; the curve table by default."""
     with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         writer.writerows(rows)
 

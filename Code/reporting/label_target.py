@@ -10,7 +10,6 @@ present for both sides are pooled; a draw with only one side is left out (counte
 """
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
@@ -70,9 +69,3 @@ def compare(sims: Sequence[Path], method: str, side: str, baseline: str, select:
                                        f"{len(draws)} of {len(set(left) | set(right))}", data.n_images))))
     return rows
 
-
-def write_rows(path: Path, rows: List[Dict]) -> None:
-    with Path(path).open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-        writer.writeheader()
-        writer.writerows(rows)
