@@ -54,6 +54,8 @@ def test_threshold_is_fixmatch_tau():
     assert _kept_images(build(config()), [0.96, 0.94, 0.03]) == [True, False, True]  # τ = 0.95, both classes
     assert _kept_images(build(config(fixmatch={"threshold": 0.9})), [0.96, 0.94, 0.08]) == [True, True, True]
     assert _kept_images(build(config(ssl={"tau_hi": 0.5})), [0.96, 0.94, 0.03]) == [True, False, True]
+    # a τ below Hermes' τ_lo (0.5) is FixMatch's own business, not a dual-threshold error
+    assert _kept_images(build(config(fixmatch={"threshold": 0.3})), [0.6, 0.4]) == [True, True]
 
 
 def test_no_ramp_by_default_and_the_variant_ramps():

@@ -72,7 +72,8 @@ class FixMatch(Method):
     def pseudo_labels(self, out_weak: Outputs, step: int) -> Tuple[Dict[str, Tensor], Dict[str, Tensor]]:
         """Thresholded pseudo-labels of the weak view for pixels and images, and their statistics (logged)."""
         ssl, total = self.config["ssl"], self.config["train"]["iters"]
-        kw = dict(tau_hi=self.settings["threshold"], tau_lo=ssl["tau_lo"], combine=self.combine)
+        tau = self.settings["threshold"]  # τ_lo only matters to Hermes' dual threshold (then τ_lo ≤ τ_hi is checked)
+        kw = dict(tau_hi=tau, tau_lo=min(ssl["tau_lo"], tau), combine=self.combine)
         seg_probs = out_weak["seg_logits"].detach().float().softmax(1)
         cls_probs = out_weak["cls_logits"].detach().float().softmax(1)
         ratio, stats = None, {}
