@@ -58,6 +58,8 @@ RANGES = {
     "bcp.mask_ratio": "(0, 1)", "bcp.alpha": "[0, inf)", "bcp.ema_decay": "[0, 1)", "bcp.pretrain_iters": "[0, 1)",
     "unimatch.threshold": "[0, 1]", "unimatch.fp_dropout": "[0, 1)", "unimatch.strong_weight": "[0, inf)",
     "unimatch.fp_weight": "[0, inf)",
+    "hermes.copy_paste": "[0, inf)", "hermes.copy_paste_ratio": "(0, 1)", "hermes.copy_paste_alpha": "[0, inf)",
+    "hermes.feature_perturbation": "[0, inf)", "hermes.fp_dropout": "[0, 1)",
     **{f"loss.{key}": "[0, inf)" for key in ("seg", "cls", "seg_unsup", "pixel_contrast", "cls_unsup",
                                              "image_contrast", "consistency")},
     "contrast.temperature": "(0, inf)", "contrast.image_bank_size": "[1, inf)", "contrast.pixel_bank_size": "[1, inf)",

@@ -97,6 +97,15 @@ class FixMatch(Method):
         """Terms beyond FixMatch's (none here)."""
         return {}
 
+    def stream_terms(self, model: nn.Module, x: Tensor, mask: Tensor, weak: Tensor, strong: Tensor,
+                     pl: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Terms of extra student forwards that need this step's pseudo-labels (none here)."""
+        return {}
+
+    def total(self, terms: Dict[str, Tensor], step: int) -> Tensor:
+        """The weighted total of the step's terms (:func:`Code.methods.terms.combine_terms`)."""
+        return combine_terms(terms, self.loss_config, step)
+
     def after_terms(self, out_l: Outputs, out_w: Outputs, label: Tensor, pl: Dict[str, Tensor], step: int) -> None:
         """State updates once the total is formed (none here)."""
 
@@ -115,7 +124,8 @@ class FixMatch(Method):
         terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, self.settings["seg_unsup_loss"])
         terms["cls_unsup"] = masked_cross_entropy(out_s["cls_logits"], pl["cls_pseudo"], pl["cls_keep"])
         terms.update(self.extra_terms(out_l, out_w, out_s, mask, pl, step))
-        total = combine_terms(terms, self.loss_config, step)
+        terms.update(self.stream_terms(model, x, mask, weak, strong, pl))
+        total = self.total(terms, step)
         self.after_terms(out_l, out_w, label, pl, step)
         logs = {k: v.detach() for k, v in terms.items()}
         logs.update({k: v.detach() for k, v in stats.items()})

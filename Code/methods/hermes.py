@@ -13,7 +13,8 @@ warm-up on (each a switch of ``components``)::
     consistency    = 1 − cos(g_seg, g_cls) (``cosine``) or 1 − cos(g_seg, sg(g_cls)) (``stopgrad``) on the strong
                      view: the segmentation and classification branches agree on the lesion feature
 
-weighted as in :mod:`Code.methods.terms`. After the total is formed the banks enqueue the labeled and kept weak
+weighted as in :mod:`Code.methods.terms`. Beyond the paper, off by default: copy-paste and feature-perturbation
+streams (the ``hermes`` block, :mod:`Code.methods.hermes_streams`). After the total is formed the banks enqueue the labeled and kept weak
 image embeddings and the sampled pixel anchors (detached). State: FixMatch's plus ``banks``.
 """
 from __future__ import annotations
@@ -28,7 +29,8 @@ from Code.errors import UserError
 from Code.losses import MemoryBank, PixelContrastLoss, SupConLoss, inter_task_consistency
 from Code.methods.base import register
 from Code.methods.fixmatch import FixMatch
-from Code.methods.terms import Outputs, kept_or_ignore
+from Code.methods.hermes_streams import HermesStreams
+from Code.methods.terms import Outputs, combine_terms, kept_or_ignore, ramp_weights
 
 Tensor = torch.Tensor
 
@@ -68,6 +70,20 @@ class Hermes(FixMatch):
         self.supcon = SupConLoss(temperature=c["temperature"], num_classes=2)
         self.pixel_loss = PixelContrastLoss(temperature=c["temperature"], max_samples=c["max_samples"],
                                             max_views=c["max_views"], ignore_index=-1, min_pixels=c["min_pixels"])
+        self.streams = HermesStreams(config["hermes"])
+
+    def stream_terms(self, model: nn.Module, x: Tensor, mask: Tensor, weak: Tensor, strong: Tensor,
+                     pl: Dict[str, Tensor]) -> Dict[str, Tensor]:
+        """Copy-paste and feature-perturbation terms (``hermes`` block; none by default), Code/methods/hermes_streams.py."""
+        return self.streams.terms(model, x, mask, weak, strong, pl)
+
+    def total(self, terms: Dict[str, Tensor], step: int) -> Tensor:
+        """:func:`Code.methods.terms.combine_terms` plus the weighted extra streams."""
+        total = combine_terms(terms, self.loss_config, step)
+        if not self.streams.active:
+            return total
+        rho_u = ramp_weights(self.loss_config, step)["unsup"]
+        return total + self.streams.weighted(terms, self.config["loss"], rho_u)
 
     def warm(self, step: int) -> bool:
         """Whether the contrastive terms (and the bank updates) run at iteration ``step``."""
