@@ -8,6 +8,7 @@ from Code.methods import supervised, fixmatch, hermes, mean_teacher  # noqa: F40
 from Code.methods import freematch  # noqa: F401,E402  (registration)
 from Code.methods import bcp  # noqa: F401,E402  (registration)
 from Code.methods import unimatch  # noqa: F401,E402
+from Code.methods import abd  # noqa: F401,E402  (registration)
 
 __all__ = ["REGISTRY", "Method", "build_method", "method_names", "method_state", "method_teacher", "register",
            "strong_views", "uses_unlabeled"]
