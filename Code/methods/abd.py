@@ -14,9 +14,9 @@ setting where it is a number). Check them against §3 of the paper before quotin
 **Patches.** An image of H×W pixels is cut into a g×g grid (g = ``abd.grid``; the paper's K = g² = 16 patches,
 recalled), patch k = (r, c) = (⌊k/g⌋, k mod g) covering rows [r·p_h, (r + 1)·p_h) and columns
 [c·p_w, (c + 1)·p_w), p_h = ⌊H/g⌋, p_w = ⌊W/g⌋ (*choice*: when g does not divide H or W the last rows/columns
-belong to no patch and are never moved). The confidence of patch k of image n, from the softmax P (N×2×H×W) of the EMA teacher (*choice*: the
-network that labels the unlabeled images; one no-grad forward of the weak view, the strong view and the labeled
-images)::
+belong to no patch and are never moved). The confidence of patch k of image n, from the softmax P (N×2×H×W) of
+the EMA teacher (*choice*: the network that labels the unlabeled images; one no-grad forward of the weak view, the
+strong view and the labeled images)::
 
     C[n, k] = mean over the pixels (i, j) of patch k of max_c P[n, c, i, j]          C: N×K
 
