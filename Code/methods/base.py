@@ -8,11 +8,11 @@ semi-supervised methods, one unlabeled (weak, strong) batch) into
     (total loss: a graph to back-propagate, logs: detached 0-dim tensors, vis: tensors for images/diagnostics)
 
 without synchronising with the host. Its state is saved under the checkpoint key ``method``
-(:meth:`Method.state_dict`). A method may train networks of its own besides the run's network (:meth:`Method.extra_networks`,
-e.g. ``abd``'s second student): the trainer puts their parameters into its two optimisers, so one optimiser step,
-one GradScaler and one lr schedule cover them; evaluation, ``best.pt`` and export use the run's network only.
-Adding a method: a subclass decorated with ``@register("name")`` in a module imported
-by ``Code/methods/__init__.py``; ``--method`` and ``run_experiments.py --methods`` read :func:`method_names`.
+(:meth:`Method.state_dict`). A method may train networks of its own besides the run's network
+(:meth:`Method.extra_networks`, e.g. ``abd``'s second student): the trainer puts their parameters into its two
+optimisers, so one optimiser step, one GradScaler and one lr schedule cover them; evaluation, ``best.pt`` and
+export use the run's network only. Adding a method: a subclass decorated with ``@register("name")`` in a module
+imported by ``Code/methods/__init__.py``; ``--method`` and ``run_experiments.py --methods`` read :func:`method_names`.
 """
 from __future__ import annotations
 
