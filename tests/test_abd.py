@@ -9,11 +9,10 @@ teacher's label of the strong view replaced by that of the weak view; a CPS term
 supervised by its own network's label; cps_weight ignored; ABD-R's least confident patch taken by argmax, its
 given patch by argmin; the KL branch taking the top-k patch farthest from the other view's least confident one, or
 the KL's arguments swapped; the second displacement reading X¹ instead of the displaced A¹; the displaced sample
-fed to one network only; cls_sup_2 dropped; the peer not copied from f₁ during pre-training (or still copied
-after); the peer left out of ``state_dict`` / a checkpoint without it accepted; the DDP guard removed; the trainer
-not adding the peer to its optimisers (its weights then never move); the peer's optimiser state or weights not
-restored on resume (the resumed run then differs); the labeled strong view drawn before the geometry (the weak
-labeled sample then changes).
+fed to network 1 only; cls_sup_2 left out of the total; the peer not copied from f₁ during pre-training (or still
+copied after); the peer left out of ``state_dict``; a checkpoint without it accepted; the DDP guard removed; the
+trainer not adding the peer to its optimisers; the peer's weights not restored on resume; the labeled strong view
+drawing from the sample's generator before the geometry (the weak labeled sample then changes).
 """
 import numpy as np
 import pytest
