@@ -10,5 +10,5 @@ from Code.methods import bcp  # noqa: F401,E402  (registration)
 from Code.methods import unimatch  # noqa: F401,E402
 from Code.methods import abd  # noqa: F401,E402  (registration)
 
-__all__ = ["REGISTRY", "Method", "build_method", "labeled_strong_view", "method_names", "method_state", "method_teacher", "register",
-           "strong_views", "uses_unlabeled"]
+__all__ = ["REGISTRY", "Method", "build_method", "labeled_strong_view", "method_names", "method_state",
+           "method_teacher", "register", "strong_views", "uses_unlabeled"]

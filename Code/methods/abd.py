@@ -10,8 +10,8 @@ is not part of this variant and is not used.
 unlabeled (u, ũ): B_u×C×H×W. The teacher labels both unlabeled views (one no-grad forward):
 Ŷ = argmax T(u), Ỹ = argmax T(ũ) (B_u×H×W).
 
-**BCP mixes** (Code/methods/bcp.py: pairs k mod B_l and k mod B_u, P = max(B_l, B_u), masks M P×H×W, one per
-pair and shared by the two views). Network 1 gets the weak mixes, network 2 the strong ones::
+**BCP mixes** (Code/methods/bcp.py and mixing.py: pairs k mod B_l and k mod B_u, P = max(B_l, B_u), masks M
+P×H×W, one per pair and shared by the two views). Network 1 gets the weak mixes, network 2 the strong ones::
 
     X¹ = [X_in, X_out] of (x, Y_l, u, Ŷ)       X² = [X_in, X_out] of (x̃, Y_l, ũ, Ỹ)      N = 2P images each
     Q¹ = f₁(X¹), Q² = f₂(X²)  (N×2×H×W);  bcp_in_k, bcp_out_k = bcp's terms of Q^k (pseudo-labelled parts × α)
@@ -75,7 +75,8 @@ from Code.losses import masked_dice_loss
 from Code.methods.abd_patches import patch_confidence, patch_means, patch_size, reliable_choice, \
     reliable_displacement
 from Code.methods.base import StepResult, register
-from Code.methods.bcp import BCP, bidirectional_mix, mixed_loss, pair_indices
+from Code.methods.bcp import BCP
+from Code.methods.mixing import bidirectional_mix, mixed_loss, pair_indices
 from Code.methods.terms import as_float
 
 Tensor = torch.Tensor
