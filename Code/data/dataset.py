@@ -1,7 +1,9 @@
 """One Dataset over a part folder of the split layout, in three modes (docs/design.md, "Data").
 
 - ``"labeled"``  reads ``part_dir/labeled.txt`` (files in ``part_dir/image``, ``part_dir/mask``), weak geometry →
-  ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``;
+  ``(image (C, S, S) float32, mask (S, S) int64 ∈ {0, 1}, label () int64)``; with ``labeled_strong=True`` also a
+  strong view of the image, ``(image, mask, label, strong)``, a photometric draw on the same warped pixels drawn
+  after the geometry (so the other three are the same tensors as without it);
 - ``"unlabeled"`` reads ``part_dir/unlabeled.txt`` → ``(weak (C, S, S), strong (C, S, S))``: the same warped
   pixels, the strong one photometrically distorted (so pixel (i, j) of both shows the same anatomy); with
   ``truth=True`` and a ``truth.txt`` in the part (diagnostics only) also ``(mask (S, S) warped like weak, label)``
@@ -44,7 +46,7 @@ class SplitDataset(Dataset):
 
     def __init__(self, part_dir, mode: str, size: int = 224, in_channels: int = 1,
                  aug: Optional[Mapping] = None, seed: int = 0, cache: bool = True, truth: bool = False,
-                 strong_views: int = 1):
+                 strong_views: int = 1, labeled_strong: bool = False):
         if mode not in MODES:
             raise UserError(f"dataset mode {mode!r} is not one of {', '.join(MODES)}")
         if in_channels not in (1, 3):
@@ -59,7 +61,7 @@ class SplitDataset(Dataset):
         if not self.part_dir.is_dir():
             raise UserError(f"split part folder not found: {self.part_dir}")
         self.mode, self.size, self.in_channels, self.seed = mode, int(size), int(in_channels), int(seed)
-        self.strong_views = strong_views
+        self.strong_views, self.labeled_strong = strong_views, bool(labeled_strong)
         self.aug = resolve_aug(aug)
         self.epoch = 0
         self.truth_note: Optional[str] = None  # why an unlabeled part asked for its truth carries none
@@ -160,6 +162,10 @@ class SplitDataset(Dataset):
         if self.mode == "eval":
             image, mask = resize_image(image, self.size), resize_mask(mask, self.size)
             return self._to_tensor(image), torch.from_numpy(mask.astype(np.int64)), label, self.names[index]
-        matrix = sample_geometry(self._rng(index), self.aug, image.shape[:2], self.size)
+        rng = self._rng(index)
+        matrix = sample_geometry(rng, self.aug, image.shape[:2], self.size)
         image, mask = warp_image(image, matrix, self.size), warp_mask(mask, matrix, self.size)
-        return self._to_tensor(image), torch.from_numpy(mask.astype(np.int64)), label
+        sample = (self._to_tensor(image), torch.from_numpy(mask.astype(np.int64)), label)
+        if self.labeled_strong:
+            return (*sample, self._to_tensor(photometric(image, rng, self.aug)))
+        return sample

@@ -1,7 +1,7 @@
 """Build the network and the optimisers from a resolved config."""
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Sequence, Tuple
 
 import torch
 
@@ -25,3 +25,17 @@ def build_optimizers(model: HermesNet, config: Dict[str, Any]) -> Tuple[torch.op
         cls_opt = torch.optim.SGD(groups["cls"], lr=train["cls_lr"], momentum=train["cls_momentum"],
                                   weight_decay=train["cls_weight_decay"])
     return seg_opt, cls_opt
+
+
+def add_networks(networks: Sequence[HermesNet], optimizers: Tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+                 channels_last: bool = False) -> None:
+    """Networks a method trains besides the run's (``Method.extra_networks``, e.g. abd's second student) join the
+    (seg, cls) optimisers as further param groups at the optimisers' defaults, so that one optimiser step, one
+    GradScaler and one lr schedule (built after this) cover them; no network: the optimisers are left as they were."""
+    for net in networks:
+        if channels_last:
+            net.to(memory_format=torch.channels_last)
+        groups = net.param_groups()
+        for opt, name in zip(optimizers, ("seg", "cls")):
+            if groups[name]:
+                opt.add_param_group({"params": groups[name]})

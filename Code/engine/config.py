@@ -56,6 +56,7 @@ RANGES = {
     "fixmatch.threshold": "[0, 1]", "fixmatch.unsup_rampup": "[0, 1]",
     "freematch.momentum": "[0, 1)", "freematch.unsup_weight": "[0, inf)", "freematch.fairness_weight": "[0, inf)",
     "bcp.mask_ratio": "(0, 1)", "bcp.alpha": "[0, inf)", "bcp.ema_decay": "[0, 1)", "bcp.pretrain_iters": "[0, 1)",
+    "abd.grid": "[1, inf)", "abd.top_k": "[1, inf)", "abd.kl_share": "[0, 1]", "abd.cps_weight": "[0, inf)",
     "unimatch.threshold": "[0, 1]", "unimatch.fp_dropout": "[0, 1)", "unimatch.strong_weight": "[0, inf)",
     "unimatch.fp_weight": "[0, inf)",
     "hermes.copy_paste": "[0, inf)", "hermes.copy_paste_ratio": "(0, 1)", "hermes.copy_paste_alpha": "[0, inf)",

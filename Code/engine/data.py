@@ -18,7 +18,7 @@ from Code.data import SplitDataset
 from Code.engine.distributed import DistInfo
 from Code.engine.worker_signals import GroupSafeDataLoader, isolate_worker
 from Code.errors import UserError
-from Code.methods import strong_views, uses_unlabeled
+from Code.methods import labeled_strong_view, strong_views, uses_unlabeled
 
 
 def resolve_split(config: Dict[str, Any]) -> Tuple[Path, int]:
@@ -150,11 +150,13 @@ class BatchStream:
 
 def build_streams(config: Dict[str, Any], split: Path, labels: int, dist: DistInfo,
                   pin_memory: bool = False) -> Tuple[BatchStream, Optional[BatchStream]]:
-    """The labeled stream and, when the method uses unlabeled images (``Method.uses_unlabeled``), the unlabeled
-    stream (with the method's number of strong views, ``Method.strong_views``)."""
+    """The labeled stream (with a strong view of each image when the method asks, ``Method.labeled_strong``) and,
+    when the method uses unlabeled images (``Method.uses_unlabeled``), the unlabeled stream (with the method's
+    number of strong views, ``Method.strong_views``)."""
     data, train, seed = config["data"], config["train"], config["seed"]
     common = dict(size=data["size"], in_channels=data["in_channels"], aug=data["aug"], seed=seed)
-    labeled = SplitDataset(split / "train" / str(labels) / "labeled", "labeled", **common)
+    labeled = SplitDataset(split / "train" / str(labels) / "labeled", "labeled",
+                           labeled_strong=labeled_strong_view(config), **common)
     if len(labeled) == 0:
         raise UserError(f"the labeled list of {split / 'train' / str(labels)} is empty")
     labeled_stream = BatchStream(labeled, train["batch_labeled"], seed, 0, data["num_workers"], dist, pin_memory)

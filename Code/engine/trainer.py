@@ -26,7 +26,7 @@ from tqdm import tqdm
 
 from Code.common.checkpoint import clean_state_dict, save_checkpoint, slim_state
 from Code.engine import prior_correction, sealed_test, selection
-from Code.engine.builders import build_model, build_optimizers
+from Code.engine.builders import add_networks, build_model, build_optimizers
 from Code.engine.data import build_eval_loader, build_streams, has_val, resolve_split
 from Code.engine.diagnostics import PseudoLabelMonitor
 from Code.engine.distributed import DistInfo, all_gather_objects, barrier, unwrap
@@ -55,9 +55,6 @@ class Trainer:
         self.channels_last = device.type == "cuda" and train["channels_last"]
         self.model = self._build_model()
         self.seg_opt, self.cls_opt = build_optimizers(unwrap(self.model), config)
-        total, power = train["iters"], train["poly_power"]
-        poly = lambda t: max(0.0, 1.0 - t / total) ** power  # noqa: E731
-        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly) for opt in (self.seg_opt, self.cls_opt)]
         self.amp_dtype = amp_dtype(config, device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         pin = device.type == "cuda"
@@ -65,6 +62,10 @@ class Trainer:
         labels = torch.tensor(self.labeled_stream.dataset.labels, dtype=torch.long)
         self.labeled_prior = torch.bincount(labels, minlength=2).float() / max(len(labels), 1)
         self.method = build_method(config, device, unwrap(self.model), self.labeled_prior)  # Code/methods/<method>.py
+        add_networks(self.method.extra_networks(), (self.seg_opt, self.cls_opt), self.channels_last)  # e.g. abd's
+        total, power = train["iters"], train["poly_power"]
+        poly = lambda t: max(0.0, 1.0 - t / total) ** power  # noqa: E731
+        self.schedulers = [torch.optim.lr_scheduler.LambdaLR(opt, poly) for opt in (self.seg_opt, self.cls_opt)]
         if prior_correction.wanted(config):
             prior_correction.pool_names(self.split, self.labels)  # refused now, not after the last step
         self.eval_loader = build_eval_loader(config, self.split, dist)
@@ -152,6 +153,8 @@ class Trainer:
         self._session_start = time.monotonic()
         bar = tqdm(total=total, initial=self.step, disable=not self.dist.is_main, dynamic_ncols=True, desc="train")
         self.model.train()
+        for net in self.method.extra_networks():
+            net.train()
         while self.step < total:
             vis = self._train_one_step()
             self.step += 1

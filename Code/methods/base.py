@@ -8,8 +8,11 @@ semi-supervised methods, one unlabeled (weak, strong) batch) into
     (total loss: a graph to back-propagate, logs: detached 0-dim tensors, vis: tensors for images/diagnostics)
 
 without synchronising with the host. Its state is saved under the checkpoint key ``method``
-(:meth:`Method.state_dict`). Adding a method: a subclass decorated with ``@register("name")`` in a module imported
-by ``Code/methods/__init__.py``; ``--method`` and ``run_experiments.py --methods`` read :func:`method_names`.
+(:meth:`Method.state_dict`). A method may train networks of its own besides the run's network
+(:meth:`Method.extra_networks`, e.g. ``abd``'s second student): the trainer puts their parameters into its two
+optimisers, so one optimiser step, one GradScaler and one lr schedule cover them; evaluation, ``best.pt`` and
+export use the run's network only. Adding a method: a subclass decorated with ``@register("name")`` in a module
+imported by ``Code/methods/__init__.py``; ``--method`` and ``run_experiments.py --methods`` read :func:`method_names`.
 """
 from __future__ import annotations
 
@@ -48,6 +51,7 @@ class Method:
     name = ""
     uses_unlabeled = True  # False: the trainer builds no unlabeled stream and step() gets unlabeled=None
     strong_views = 1  # strong views per unlabeled image: step() gets (weak, strong_1, …, strong_k)
+    labeled_strong = False  # True: each labeled sample also carries a strong view, (x, mask, label, x_strong)
 
     def build(self, config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
               labeled_prior: Optional[Tensor] = None) -> None:
@@ -63,6 +67,12 @@ class Method:
 
     def step(self, model: nn.Module, labeled, unlabeled, step: int) -> StepResult:
         raise NotImplementedError
+
+    def extra_networks(self) -> Tuple[nn.Module, ...]:
+        """Networks the method built and trains besides the run's network (none by default). The trainer adds
+        their ``param_groups()`` ("seg", "cls") to its two optimisers and puts them in train mode with the model;
+        the method saves their weights in :meth:`state_dict`."""
+        return ()
 
     def after_step(self, student: nn.Module, step: int) -> None:
         """Called after the optimiser step (e.g. to move an EMA teacher); nothing by default."""
@@ -100,6 +110,11 @@ def method_teacher(config: Dict[str, Any]) -> Optional[str]:
 def strong_views(config: Dict[str, Any]) -> int:
     """How many strong views of each unlabeled image ``config['method']`` asks the unlabeled stream for."""
     return REGISTRY[config["method"]].strong_views
+
+
+def labeled_strong_view(config: Dict[str, Any]) -> bool:
+    """Whether ``config['method']`` asks the labeled stream for a strong view of each labeled image too."""
+    return REGISTRY[config["method"]].labeled_strong
 
 
 def build_method(config: Dict[str, Any], device: torch.device, student: Optional[nn.Module] = None,
