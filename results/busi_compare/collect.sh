@@ -26,7 +26,7 @@ for entry in seg cls; do
   for m in supervised hermes fixmatch; do rows+=($(complete "$SEALED/$entry" "$m")); done
   for folder in "$RUNS/${entry}_"*; do
     [ -d "$folder" ] || continue
-    for m in supervised fixmatch mean_teacher unimatch bcp freematch hermes; do rows+=($(complete "$folder" "$m")); done
+    for m in supervised fixmatch mean_teacher unimatch bcp abd freematch hermes; do rows+=($(complete "$folder" "$m")); done
   done
   [ "${#rows[@]}" -gt 3 ] || { echo "$entry: fewer than two finished rows; no table yet"; continue; }
   baseline=()
