@@ -34,4 +34,9 @@ for entry in seg cls; do
   OMP_NUM_THREADS=1 $PY Code/report.py --force "${rows[@]}" "${baseline[@]}" --out "$out/$entry" > /dev/null
   echo "$entry: table over $(( ${#rows[@]} / 3 )) finished rows in $out/$entry/report.md"
 done
+vs=($(complete "$SEALED/seg" hermes) $(complete "$RUNS/seg_fixmatch" fixmatch))  # Hermes against FixMatch as published
+if [ "${#vs[@]}" -eq 6 ]; then
+  OMP_NUM_THREADS=1 $PY Code/report.py --force "${vs[@]}" --baseline fixmatch --out "$out/seg_vs_fixmatch" > /dev/null
+  echo "seg: Hermes against FixMatch (as published) in $out/seg_vs_fixmatch/report.md"
+fi
 echo "$out: $(find "$out/runs" -name final_metrics.json 2>/dev/null | wc -l) finished runs copied"
