@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from Code.data import SplitDataset
 from Code.engine.cli import main as train_main
@@ -29,22 +28,11 @@ from Code.methods import abd_patches as patches
 from Code.methods import bcp as bcp_module
 from Code.methods import build_method
 from helpers import SMOKE_CONFIG
+from stubs import ScaleStub as Stub
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class Stub(nn.Module):
-    def __init__(self, s=1.0):
-        super().__init__()
-        self.s = nn.Parameter(torch.tensor(float(s)))
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        lesion = self.s * x[:, :1]
-        mean = lesion.mean(dim=(1, 2, 3))
-        return {"seg_logits": torch.cat([torch.zeros_like(lesion), lesion], 1),
-                "cls_logits": torch.stack([torch.zeros_like(mean), mean], 1)}
 
 
 def _method(monkeypatch, iters=100, pretrain=0.0, **abd):

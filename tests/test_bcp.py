@@ -6,7 +6,6 @@ batch it sees. With s = 1 for the student and −0.5 for the teacher, the teache
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from Code.engine.cli import main as train_main
 from Code.engine.config import load_config
@@ -14,22 +13,11 @@ from Code.errors import UserError
 from Code.methods import bcp as bcp_module
 from Code.methods import build_method
 from helpers import SMOKE_CONFIG
+from stubs import ScaleStub as Stub
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-class Stub(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.s = nn.Parameter(torch.ones(()))
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append(x.detach().clone())
-        lesion = self.s * x[:, :1]
-        mean = lesion.mean(dim=(1, 2, 3))
-        return {"seg_logits": torch.cat([torch.zeros_like(lesion), lesion], 1),
-                "cls_logits": torch.stack([torch.zeros_like(mean), mean], 1)}
 
 
 def _config(**settings):
