@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Refresh results/hermes_streams/ from the runs of PROTOCOL.md: each finished run's small files (never checkpoints
+# or event files), the val comparison (val.md; no test number), the decision once all six runs have finished
+# (decide.py writes DECISION.md, once), and only after DECISION.md exists the test tables (report.py, paired
+# intervals against the sealed Hermes runs and against supervised-only).
+#   RUNS: the candidates' run folders (default runs/hermes_streams); SEALED: the sealed grid (default runs/busi_sealed)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PY=${PY:-.venv/bin/python}
+RUNS=${RUNS:-runs/hermes_streams}
+SEALED=${SEALED:-runs/busi_sealed}
+export OMP_NUM_THREADS=1
+source results/copy_run_files.sh
+out=results/hermes_streams
+rm -rf "$out/runs"
+for done in $(find "$RUNS" -name final_metrics.json 2>/dev/null | sort); do
+  run=$(dirname "$done")
+  copy_run_files "$run" "$out/runs/${run#$RUNS/}"
+done
+finished=$(find "$RUNS" -name final_metrics.json 2>/dev/null | wc -l)
+[ "$finished" -gt 0 ] || { echo "$RUNS: no finished run yet"; exit 0; }
+refs=("$SEALED"/seg/supervised_n144_s{0,1,2} "$SEALED"/seg/hermes_n144_s{0,1,2})
+$PY Code/val_compare.py "${refs[@]}" "$RUNS" --baseline hermes --metrics dice auc accuracy balanced_accuracy \
+  --out "$out/val.md" --force > /dev/null
+echo "val comparison over $finished finished candidate run(s) in $out/val.md"
+if [ "$finished" -eq 6 ] && [ ! -f "$out/DECISION.md" ]; then
+  $PY results/hermes_streams/decide.py "$RUNS" "$SEALED/seg" --out "$out/DECISION.md"
+fi
+if [ -f "$out/DECISION.md" ]; then  # the decision is on record: test may be read now, once
+  $PY Code/report.py --force "${refs[@]}" "$RUNS" --baseline hermes --out "$out/test_vs_hermes" > /dev/null
+  $PY Code/report.py --force "${refs[@]}" "$RUNS" --out "$out/test_vs_supervised" > /dev/null
+  echo "test tables in $out/test_vs_hermes/ and $out/test_vs_supervised/"
+fi
