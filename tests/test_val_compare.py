@@ -117,8 +117,8 @@ def test_out_follows_the_output_rule(tmp_path, capsys):
 
 def test_streams_decision_rule_by_hand(tmp_path, capsys):
     """results/hermes_streams/decide.py applies PROTOCOL.md's rule: A (ΔDice +2/+2/−1 → +1.00, 2/3, ΔAUC −1)
-    passes; B (ΔDice +3/−1/−1 → +0.33) fails on the mean although one draw gains most. A second call never
-    replaces the decision. Mutation checked: ≥ 2 draws higher dropped (a +4.5/−0.5/−0.5 candidate would pass)."""
+    passes; B (ΔDice +3/−1/−1 → +0.33) fails on the mean although one draw gains most; C (ΔDice +3/+3/+3, ΔAUC
+    −3) fails on AUC although it gains most Dice. A second call never replaces the decision. Mutation checked: ≥ 2 draws higher dropped (a +4.5/−0.5/−0.5 candidate would pass)."""
     import importlib.util
     from pathlib import Path
     spec = importlib.util.spec_from_file_location(
@@ -131,12 +131,15 @@ def test_streams_decision_rule_by_hand(tmp_path, capsys):
                  settings={"hermes.copy_paste": 1.0})
         make_run(tmp_path / "runs" / "feature_perturbation", "hermes", seed, {"dice": b, "auc": .80},
                  settings={"hermes.feature_perturbation": 0.5})
+        make_run(tmp_path / "runs" / "relative_threshold", "hermes", seed, {"dice": ref + .03, "auc": .77},
+                 settings={"ssl.class_ratio": "relative"})
     out = tmp_path / "DECISION.md"
     args = [str(tmp_path / "runs"), str(tmp_path / "ref"), "--out", str(out)]
     assert decide.main(args) == 0
     text = out.read_text()
     assert "| A: `hermes.copy_paste=1.0` | +2.00, +2.00, -1.00 | +1.00 | 2/3 | -1.00 | 61.00 / 60.00 | yes |" in text
     assert "| B: `hermes.feature_perturbation=0.5` | +3.00, -1.00, -1.00 | +0.33 | 1/3 | +0.00 |" in text
+    assert "| C: `ssl.class_ratio=relative` | +3.00, +3.00, +3.00 | +3.00 | 3/3 | -3.00 | 63.00 / 60.00 | no |" in text
     assert "**Adopted:** A: `hermes.copy_paste=1.0`" in text
     with pytest.raises(decide.UserError, match="the decision is made once"):
         decide.main(args)

@@ -274,7 +274,8 @@ def validate_config(config: Dict[str, Any]) -> None:
 
 
 SSL_CHOICES = {"teacher": ("joint", "ema", "eval", "train"), "threshold": ("dual", "single"),
-               "combine": ("and", "or"), "class_ratio": ("batch", "pool"), "seg_unsup_loss": ("dice", "ce", "ce_dice")}
+               "combine": ("and", "or"), "class_ratio": ("batch", "pool", "relative"),
+               "seg_unsup_loss": ("dice", "ce", "ce_dice")}
 
 
 def _validate_ssl(ssl: Dict[str, Any], components: Dict[str, Any]) -> None:

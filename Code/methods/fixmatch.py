@@ -16,7 +16,11 @@ earlier BUSI tables — and is reported as a row of its own. With ``ssl.prior_aw
 (shared with Hermes, beyond the paper) the estimate π of the unlabeled pool's class prior
 (:class:`Code.methods.thresholds.PoolPrior`: EM over a window of the weak view's posteriors, ``ssl.prior_window``,
 bounded by ``ssl.prior_max_shift``) re-weights the weak view's class probabilities from the labeled prior
-to π, or gives r_c of the class-adaptive threshold. State: ``teacher`` (EMA weights, when used) and ``pool_prior``.
+to π, or gives r_c of the class-adaptive threshold. ``ssl.class_ratio: relative`` (beyond the paper) measures r_c
+against the labeled class shares (:func:`Code.methods.thresholds.relative_ratio`): pixels against the lesion share
+of the labeled masks seen so far (:class:`Code.methods.thresholds.LabeledShare`), images against the labeled list's
+prior (the pool prior π when ``ssl.prior_aware`` has re-weighted them to it). State: ``teacher`` (EMA weights, when
+used), ``pool_prior`` and ``seg_share``.
 
 :class:`Code.methods.hermes.Hermes` builds on this class and reads the same four settings from ``ssl`` instead
 (:meth:`FixMatch.own_settings`).
@@ -33,7 +37,7 @@ from Code.errors import UserError
 from Code.losses import masked_cross_entropy
 from Code.methods.base import Method, StepResult, register
 from Code.methods.terms import Outputs, combine_terms, forward_views, seg_unsup_loss, supervised_terms
-from Code.methods.thresholds import PoolPrior, adjust_to_prior, dual_threshold_mask
+from Code.methods.thresholds import LabeledShare, PoolPrior, adjust_to_prior, dual_threshold_mask
 
 Tensor = torch.Tensor
 
@@ -59,6 +63,8 @@ class FixMatch(Method):
         self.settings = own
         self.teacher_mode, self.prior_aware = own["teacher"], ssl["prior_aware"]
         self.pool_ratio = ssl["class_ratio"] == "pool"
+        # ssl.class_ratio: relative — r of the class-adaptive threshold against the labeled shares (pixels: counted)
+        self.seg_share = LabeledShare(2).to(device) if ssl["class_ratio"] == "relative" else None
         # the weighted total reads ρ_u's ramp from ssl.unsup_rampup: give it this method's own
         self.loss_config = dict(config, ssl=dict(ssl, unsup_rampup=own["unsup_rampup"]))
         self.teacher = (EMATeacher(student, ssl["ema_decay"])
@@ -76,15 +82,20 @@ class FixMatch(Method):
         kw = dict(tau_hi=tau, tau_lo=min(ssl["tau_lo"], tau), combine=self.combine)
         seg_probs = out_weak["seg_logits"].detach().float().softmax(1)
         cls_probs = out_weak["cls_logits"].detach().float().softmax(1)
-        ratio, stats = None, {}
+        ratio, stats, cls_expected = None, {}, self.labeled_prior
         if self.pool_prior is not None:
             prior = self.pool_prior.update(cls_probs, self.labeled_prior)
             stats["cls_pool_prior_1"] = prior[1].clone()
             if self.prior_aware:
-                cls_probs = adjust_to_prior(cls_probs, prior, self.labeled_prior)
+                cls_probs, cls_expected = adjust_to_prior(cls_probs, prior, self.labeled_prior), prior
             ratio = prior if self.pool_ratio else None
-        seg_pseudo, seg_keep, seg_stats = dual_threshold_mask(seg_probs, step, total, **kw)
-        cls_pseudo, cls_keep, cls_stats = dual_threshold_mask(cls_probs, step, total, class_ratio=ratio, **kw)
+        seg_rel = cls_rel = None
+        if self.seg_share is not None:  # the class shares the (possibly re-weighted) probabilities should show
+            seg_rel, cls_rel = self.seg_share.share(), cls_expected
+            stats["seg_labeled_share_1"] = seg_rel[1].clone()
+        seg_pseudo, seg_keep, seg_stats = dual_threshold_mask(seg_probs, step, total, relative_to=seg_rel, **kw)
+        cls_pseudo, cls_keep, cls_stats = dual_threshold_mask(cls_probs, step, total, class_ratio=ratio,
+                                                              relative_to=cls_rel, **kw)
         stats.update({f"seg_{k}": v for k, v in seg_stats.items()})
         stats.update({f"cls_{k}": v for k, v in cls_stats.items()})
         labels = {"seg_pseudo": seg_pseudo, "seg_keep": seg_keep, "cls_pseudo": cls_pseudo, "cls_keep": cls_keep,
@@ -119,6 +130,8 @@ class FixMatch(Method):
         x, mask, label = labeled
         weak, strong = unlabeled
         out_l, out_w, out_s = forward_views(model, x, weak, strong, self.teacher_mode, self.teacher)
+        if self.seg_share is not None:
+            self.seg_share.update(mask)
         pl, stats = self.pseudo_labels(out_w, step)
         terms = supervised_terms(out_l, mask, label)
         terms["seg_unsup"] = seg_unsup_loss(out_s["seg_logits"], pl, self.settings["seg_unsup_loss"])
@@ -147,6 +160,8 @@ class FixMatch(Method):
             state["teacher"] = self.teacher.state_dict()
         if self.pool_prior is not None:
             state["pool_prior"] = self.pool_prior.state_dict()
+        if self.seg_share is not None:
+            state["seg_share"] = self.seg_share.state_dict()
         return state
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -158,3 +173,8 @@ class FixMatch(Method):
             self.teacher.load_state_dict(state["teacher"])
         if self.pool_prior is not None and state.get("pool_prior") is not None:
             self.pool_prior.load_state_dict(state["pool_prior"])
+        if self.seg_share is not None:
+            if state.get("seg_share") is None:
+                raise UserError("the checkpoint has no labeled pixel shares (it was saved without "
+                                "ssl.class_ratio: relative)")
+            self.seg_share.load_state_dict(state["seg_share"])

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Refresh results/hermes_streams/ from the runs of PROTOCOL.md: each finished run's small files (never checkpoints
-# or event files), the val comparison (val.md; no test number), the decision once all six runs have finished
+# or event files), the val comparison (val.md; no test number), the decision once all nine runs have finished
 # (decide.py writes DECISION.md, once), and only after DECISION.md exists the test tables (report.py, paired
 # intervals against the sealed Hermes runs and against supervised-only).
 #   RUNS: the candidates' run folders (default runs/hermes_streams); SEALED: the sealed grid (default runs/busi_sealed)
@@ -23,7 +23,7 @@ refs=("$SEALED"/seg/supervised_n144_s{0,1,2} "$SEALED"/seg/hermes_n144_s{0,1,2})
 $PY Code/val_compare.py "${refs[@]}" "$RUNS" --baseline hermes --metrics dice auc accuracy balanced_accuracy \
   --out "$out/val.md" --force > /dev/null
 echo "val comparison over $finished finished candidate run(s) in $out/val.md"
-if [ "$finished" -eq 6 ] && [ ! -f "$out/DECISION.md" ]; then
+if [ "$finished" -eq 9 ] && [ ! -f "$out/DECISION.md" ]; then
   $PY results/hermes_streams/decide.py "$RUNS" "$SEALED/seg" --out "$out/DECISION.md"
 fi
 if [ -f "$out/DECISION.md" ]; then  # the decision is on record: test may be read now, once

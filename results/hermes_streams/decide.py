@@ -2,10 +2,11 @@
 
     python results/hermes_streams/decide.py RUNS REFERENCE [--out results/hermes_streams/DECISION.md]
 
-RUNS: the folder holding ``copy_paste/`` and ``feature_perturbation/`` (run.sh's ``runs/hermes_streams``);
+RUNS: the folder holding ``copy_paste/``, ``feature_perturbation/`` and ``relative_threshold/`` (run.sh's
+``runs/hermes_streams``);
 REFERENCE: the sealed grid's Hermes seg runs (``runs/busi_sealed/seg``, only its ``hermes`` row is used).
-Reads ``val_at_best`` only (Code/reporting/val_choice.py), never a test metric. Refuses until all nine runs have
-finished; an existing DECISION.md is never replaced (the decision is made once).
+Reads ``val_at_best`` only (Code/reporting/val_choice.py), never a test metric. Refuses until all nine candidate
+runs have finished; an existing DECISION.md is never replaced (the decision is made once).
 """
 import argparse
 import sys
@@ -17,7 +18,8 @@ sys.path.insert(0, str(ROOT))
 from Code.errors import UserError, run_cli  # noqa: E402
 from Code.reporting.val_choice import load_val_runs, paired_deltas, row_mean, rows_of  # noqa: E402
 
-CANDIDATES = {"copy_paste": "A: `hermes.copy_paste=1.0`", "feature_perturbation": "B: `hermes.feature_perturbation=0.5`"}
+CANDIDATES = {"copy_paste": "A: `hermes.copy_paste=1.0`", "feature_perturbation": "B: `hermes.feature_perturbation=0.5`",
+              "relative_threshold": "C: `ssl.class_ratio=relative`"}  # C: PROTOCOL_relative_threshold.md
 MIN_MEAN_DICE, MIN_HIGHER, MIN_MEAN_AUC = 0.010, 2, -0.020  # PROTOCOL.md, "Decision rule (val only)"
 
 
@@ -51,7 +53,8 @@ def main(argv=None):
     if out.exists():
         raise UserError(f"{out} exists: the decision is made once and never replaced")
     reference = hermes_row(rows_of(load_val_runs([args.reference])), args.reference)
-    lines = ["# Decision on val (PROTOCOL.md's rule, applied by decide.py before any test number was read)", "",
+    lines = ["# Decision on val (the rule of PROTOCOL.md and PROTOCOL_relative_threshold.md, applied by decide.py "
+             "before any test number was read)", "",
              "Δ = candidate − sealed Hermes, val at each run's val-chosen step, points; rule: mean ΔDice ≥ +1.0, "
              "ΔDice > 0 in ≥ 2 of 3 draws, mean ΔAUC ≥ −2.0.", "",
              "| candidate | ΔDice per draw | mean ΔDice | draws higher | mean ΔAUC | val Dice (candidate / Hermes) | passes |",

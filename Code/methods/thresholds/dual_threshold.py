@@ -4,6 +4,15 @@ Given the weak view's softmax ``p`` (B×C for images, B×C×H×W for pixels) and
 
     r_c   = #{ŷ == c} / #ŷ                                  share of class c in the batch (or a given prior)
     τ_c   = τ_hi − (τ_hi − τ_lo)·(1 − r_c)                  class-adaptive confidence threshold
+
+With ``relative_to`` = π (the labeled class shares; ``ssl.class_ratio: relative``, beyond the paper) r_c is
+measured against what the labeled data lead one to expect, normalised as FlexMatch normalises learning effects::
+
+    q_c   = r_c / π_c,   r̃_c = q_c / max_c' q_c'              r̃ = 1 for every class whose pseudo-labels are as
+                                                            common as its labels: τ_c = τ_hi (FixMatch's τ)
+
+so a class that is rare by nature (lesion pixels) is no longer thresholded near τ_lo = 0.5, which in a two-class
+problem is no threshold at all (the arg-max already has p > 0.5).
     confident ⇔ p_ŷ > τ_ŷ
     H     = −Σ_c p_c·log p_c                                 entropy (0·log 0 = 0)
     ρ(t)  = exp(−5·(1 − t/T)²),  t clipped to [0, T]         sigmoid ramp-up
@@ -39,6 +48,12 @@ def entropy_threshold(step: float, total: float, num_classes: int) -> float:
     return (0.75 + 0.25 * sigmoid_rampup(step, total)) * math.log(num_classes)
 
 
+def relative_ratio(ratio: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """r̃ = q / max q with q = r / π (C each; π clamped to ≥ 1e-8): the class shares relative to the expected ones."""
+    q = ratio.float() / prior.detach().float().clamp_min(1e-8)
+    return q / q.max().clamp_min(1e-12)
+
+
 def _check_settings(probs: torch.Tensor, tau_hi: float, tau_lo: float, combine: str) -> None:
     if combine not in COMBINE_MODES:
         raise UserError(f"dual threshold combine={combine!r} is not one of {', '.join(COMBINE_MODES)}")
@@ -57,6 +72,7 @@ def dual_threshold_mask(
     tau_lo: float = 0.5,
     combine: str = "and",
     class_ratio: Optional[torch.Tensor] = None,
+    relative_to: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, torch.Tensor]]:
     """Pseudo-labels and the mask of those to keep (see the module docstring for the equations).
 
@@ -64,6 +80,7 @@ def dual_threshold_mask(
         probs: softmax probabilities, B×C (images) or B×C×H×W (pixels); any float dtype (computed in float32).
         step, total_steps: t and T of the ramp-up (host numbers, not tensors).
         class_ratio: optional r (C) to use instead of the batch's shares (e.g. the pool's estimated prior).
+        relative_to: optional π (C, positive): r becomes r̃ = (r/π) / max(r/π) (module docstring).
     Returns:
         pseudo: long, B (or B×H×W), argmax over C.
         keep: bool, same shape as ``pseudo``.
@@ -83,6 +100,8 @@ def dual_threshold_mask(
         class_ratio = counts / max(flat_pseudo.numel(), 1)
     else:
         class_ratio = class_ratio.detach().float().to(probs.device)
+    if relative_to is not None:
+        class_ratio = relative_ratio(class_ratio, relative_to.to(probs.device))
     if combine == "confidence":
         thresholds = torch.full((num_classes,), float(tau_hi), device=probs.device)
     else:
