@@ -39,4 +39,16 @@ if [ "${#vs[@]}" -eq 6 ]; then
   OMP_NUM_THREADS=1 $PY Code/report.py --force "${vs[@]}" --baseline fixmatch --out "$out/seg_vs_fixmatch" > /dev/null
   echo "seg: Hermes against FixMatch (as published) in $out/seg_vs_fixmatch/report.md"
 fi
+# the component table: each finished component row against the sealed Hermes runs (one report per row, so that the
+# two rows differ in that one key: report.py names them "hermes (KEY=True)" and "hermes (KEY=False)")
+declare -A component_key=([no_image_contrast]=components.image_contrast [no_pixel_contrast]=components.pixel_contrast
+                          [no_consistency]=components.consistency [no_saliency]=model.saliency)
+hermes_runs=($(complete "$SEALED/seg" hermes))
+for name in "${!component_key[@]}"; do
+  c=($(complete "$RUNS/seg_hermes_$name" hermes))
+  [ "${#c[@]}" -eq 3 ] && [ "${#hermes_runs[@]}" -eq 3 ] || continue
+  OMP_NUM_THREADS=1 $PY Code/report.py --force "${hermes_runs[@]}" "${c[@]}" --baseline "hermes (${component_key[$name]}=True)" \
+    --out "$out/components/$name" > /dev/null
+  echo "seg: Hermes against Hermes $name in $out/components/$name/report.md"
+done
 echo "$out: $(find "$out/runs" -name final_metrics.json 2>/dev/null | wc -l) finished runs copied"
