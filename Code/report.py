@@ -4,6 +4,7 @@ Usage::
 
     python Code/report.py RUNS... [--out DIR] [--force] [--select best|final] [--plot FILE] [--include-incomplete]
                           [--per-seed KEY ...] [--baseline ROW] [--resamples N] [--bootstrap-seed S]
+                          [--target-specificity S]
 
 RUNS are run folders (holding ``metrics.csv`` and ``config.yaml``) or folders containing runs (searched
 recursively). Per run, the test metrics of ``final_metrics.json`` are taken (the sealed test, scored once after
@@ -21,7 +22,9 @@ reads the ``best`` CSVs, the final row the ``final`` ones), a paired bootstrap 9
 balanced accuracy and AUC over test images pooled over seeds (``--resamples``, default 2000, at least 2000;
 ``--bootstrap-seed``, default 0; ``Code/reporting/paired_stats.py``), the words "ahead"/"behind" (bold) only where
 it excludes 0, else "within noise", and McNemar's exact p of accuracy per seed; runs without the CSVs say "no
-per-image predictions". The intervals also go to ``report_intervals.csv``. Captions say whether rows are over seeds
+per-image predictions". The intervals also go to ``report_intervals.csv``. Then **sensitivity at a specificity
+chosen on val** (``Code/reporting/operating_point.py``): per run the threshold whose val specificity reaches
+``--target-specificity`` (default 0.9), test sensitivity and specificity at it, and the paired Δ with intervals. Captions say whether rows are over seeds
 on one labeled draw or over labeled draws (``draw_seed`` in each run's ``split.json``; the draw number in a split
 folder's name is read as ``{draw}``, so draws pool) and how many runs had test curves. Cells are the
 mean ± **sample** standard deviation (ddof = 1) over the runs (seeds) of one method and label budget, in percent. A cell with a single run shows its value and ``(n = 1)``, no
@@ -52,6 +55,7 @@ import numpy as np
 from Code.errors import UserError, run_cli
 from Code.outputs import matplotlib_file, prepare_output_file, text_file_starting, write_atomically
 from Code.reporting.intervals import caption_note, compare, extra_columns, write_intervals_csv
+from Code.reporting.operating_point import DEFAULT_TARGET, section as operating_point_section
 from Code.reporting.paired_stats import MIN_RESAMPLES
 from Code.reporting.pairs import gains_markdown, runs_markdown
 from Code.reporting.provenance import annotate, caption, curves_note, unit_of
@@ -207,7 +211,12 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--resamples", type=int, default=MIN_RESAMPLES,
                         help=f"bootstrap resamples of the paired intervals (at least {MIN_RESAMPLES})")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap resampling")
+    parser.add_argument("--target-specificity", type=float, default=DEFAULT_TARGET, metavar="S",
+                        help="the val specificity that chooses each run's operating threshold for the 'sensitivity at "
+                             f"a specificity chosen on val' table (default {DEFAULT_TARGET})")
     args = parser.parse_args(argv)
+    if not 0.0 < args.target_specificity <= 1.0:
+        raise UserError(f"--target-specificity {args.target_specificity}: must be in (0, 1]")
     if args.resamples < MIN_RESAMPLES:
         raise UserError(f"--resamples {args.resamples}: at least {MIN_RESAMPLES} resamples are needed")
     return args
@@ -255,7 +264,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     results = load_results(args)
     tables = [t for t in (build_table(results, m) for m in TABLES) if t is not None]
     gains, comparisons = paired_section(results, args)
-    extras = [part for part in (settings_beyond_method(results), gains) if part]
+    operating = operating_point_section(results, args.baseline, args.target_specificity, args.resamples,
+                                        args.bootstrap_seed, unit_of(results).replace("/", " or "))
+    extras = [part for part in (settings_beyond_method(results), gains, operating) if part]
     text = "\n\n".join([*(table_markdown(t) for t in tables), *extras, runs_markdown(results)]) + "\n"
     first = Path(args.runs[0])
     out = Path(args.out) if args.out else (first.parent if (first / "metrics.csv").is_file() else first)

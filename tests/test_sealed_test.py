@@ -88,10 +88,39 @@ def test_stopped_and_resumed_run_scores_test_once_at_the_end(phantom_split, tmp_
         at = final["test_at_final" if point == "final" else "test_at_best_val"]
         assert accuracy == pytest.approx(at["accuracy"])
 
+    _check_val_predictions(run, phantom_split, final)
+
     capsys.readouterr()
     _run(phantom_split, run)  # finished: the same command again does not score test again
     assert test_scorings == [6, 6] and "test is not scored again" in capsys.readouterr().err
     assert json.loads((run / "final_metrics.json").read_text()) == final
+
+
+def _check_val_predictions(run, split, final):
+    """The trainer's ``val_predictions_{final,best}.csv``: one sorted row per val image, accuracy and Dice equal to
+    ``val_at_final`` / ``val_at_best``; ``python -m Code.engine.val_predictions`` writes the same bytes for a run
+    without them (val only: no test scoring) and leaves existing files alone. Mutation checked: the trainer not
+    passing val records to ``write_outputs`` (no files)."""
+    from Code.engine import val_predictions
+
+    names = sorted(line.split()[0] for line in (split / "val" / "labeled.txt").read_text().splitlines())
+    written = {}
+    for point, key in (("final", "val_at_final"), ("best", "val_at_best")):
+        path = run / f"val_predictions_{point}.csv"
+        with path.open() as handle:
+            rows = list(csv.reader(handle))
+        assert [r[0] for r in rows[1:]] == names
+        assert sum(int(r[1]) == int(r[3]) for r in rows[1:]) / len(names) == pytest.approx(final[key]["accuracy"])
+        assert sum(float(r[4]) for r in rows[1:]) / len(names) == pytest.approx(final[key]["dice"], abs=1e-5)
+        written[point] = path.read_bytes()
+        path.unlink()
+    (run / "val_predictions_final.csv").write_text("mine\n")
+    assert val_predictions.main([str(run), "--device", "cpu"]) == 0
+    assert (run / "val_predictions_final.csv").read_text() == "mine\n"
+    assert (run / "val_predictions_best.csv").read_bytes() == written["best"]
+    (run / "val_predictions_final.csv").unlink()
+    assert val_predictions.main([str(run), "--device", "cpu"]) == 0
+    assert (run / "val_predictions_final.csv").read_bytes() == written["final"]
 
 
 @pytest.fixture(scope="module")

@@ -102,19 +102,16 @@ def correct(test: Sequence[Dict[str, Any]], val: Optional[Sequence[Dict[str, Any
 
 def sealed_scores(records: Callable[[Any], list], test_loader: Any, val_loader: Any, pool: Callable[[], torch.Tensor],
                   config: Dict[str, Any], source: torch.Tensor, val_always: bool = False
-                  ) -> Tuple[list, Optional[Dict[str, float]], Optional[Dict[str, Any]]]:
-    """One set of weights scored for the sealed test: ``(test records, val metrics, note)``, corrected to the pool
-    prior when :func:`wanted` (``pool()``: the pool's posteriors). Uncorrected, the val metrics are computed only
-    with ``val_always`` (the trainer has them from its last evaluation) and the note is None.
-    ``records(loader)``: the per-image records of a loader's part."""
-    from Code.inference.metrics import summarize_metrics
-
+                  ) -> Tuple[list, Optional[list], Optional[Dict[str, Any]]]:
+    """One set of weights scored for the sealed test: ``(test records, val records, note)``, corrected to the pool
+    prior when :func:`wanted` (``pool()``: the pool's posteriors). Uncorrected, val is scored only with
+    ``val_always`` (else None) and the note is None. ``records(loader)``: the per-image records of a loader's part."""
     test, correcting = records(test_loader), wanted(config)
     val = records(val_loader) if val_loader is not None and (correcting or val_always) else None
     note = None
     if correcting:
         test, val, note = correct(test, val, pool(), source, config["ssl"]["prior_max_shift"])
-    return test, None if val is None else summarize_metrics(val), note
+    return test, val, note
 
 
 def describe(config: Dict[str, Any], source: torch.Tensor, final: Dict[str, Any],

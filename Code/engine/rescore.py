@@ -10,7 +10,8 @@ not); also ``ssl.prior_max_shift`` when the run trained without the pool prior (
 correction). NEW_RUN is written like a trained run, so that ``report.py`` reads it as one more row (named by the
 changed keys): ``config.yaml`` (the run's saved config with the changes, a ``# rescored_from`` comment on top),
 ``metrics.csv`` (copied: the training's val curve), ``pseudo_labels.csv`` (copied when present),
-``final_metrics.json`` (with ``rescored_from``) and ``test_predictions_{final,best}.csv``. No checkpoints are
+``final_metrics.json`` (with ``rescored_from``), ``test_predictions_{final,best}.csv`` and
+``val_predictions_{final,best}.csv``. No checkpoints are
 copied: a rescored folder is not a run to continue (the trainers refuse it as --out). NEW_RUN follows the output
 rule (Code/outputs.py): new or empty, or with ``--force`` an earlier output of rescore.py.
 """
@@ -118,7 +119,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     config = apply_changes(found["config"], changes)
     out = prepare_output_folder(out, SCRIPT, args.force, [(run, f"the run {run}")])
     start = time.monotonic()
-    result, final_records, best_records = score_run(run, config, found["final"], args.device)
+    result, final_records, best_records, val_records = score_run(run, config, found["final"], args.device)
     result["train_seconds"] = found["final"].get("train_seconds")
     result["rescored_from"] = str(run.resolve())
     result["rescore_seconds"] = round(time.monotonic() - start, 1)
@@ -128,7 +129,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if (run / name).is_file():
             shutil.copy2(run / name, out / name)
     write_config(out, found["raw"], changes, run)
-    write_outputs(out, result, final_records, best_records)
+    write_outputs(out, result, final_records, best_records, val_records["final"], val_records["best"])
     print(f"re-scored {run} into {out} (test at the final step: accuracy "
           f"{100 * result['test_at_final']['accuracy']:.2f} %, balanced accuracy "
           f"{100 * result['test_at_final']['balanced_accuracy']:.2f} %)")

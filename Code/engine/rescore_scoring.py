@@ -41,8 +41,8 @@ class _Scorer:
     def records(self, loader) -> List[Dict[str, Any]]:
         return sorted(evaluate_model(self.model, loader, self.device, self.amp), key=lambda r: r["name"])
 
-    def score(self) -> Tuple[list, Optional[Dict[str, float]], Optional[Dict[str, Any]]]:
-        """Test records, val metrics and the correction's note (None without it) of the current weights."""
+    def score(self) -> Tuple[list, Optional[list], Optional[Dict[str, Any]]]:
+        """Test records, val records and the correction's note (None without it) of the current weights."""
         pool = lambda: prior_correction.pool_posteriors(self.model, self.split, self.labels,  # noqa: E731
                                                         self.config, self.device, self.amp)
         return prior_correction.sealed_scores(self.records, self.test, self.val, pool, self.config, self.source,
@@ -50,24 +50,26 @@ class _Scorer:
 
 
 def score_run(run: Path, config: Dict[str, Any], final: Dict[str, Any], device_name: str
-              ) -> Tuple[Dict[str, Any], list, Optional[list]]:
-    """``(final_metrics.json content, final test records, best test records or None)`` of ``run`` scored with
-    ``config``'s eval settings; ``final`` is the run's own ``final_metrics.json`` (its step and val-chosen step)."""
+              ) -> Tuple[Dict[str, Any], list, Optional[list], Dict[str, Optional[list]]]:
+    """``(final_metrics.json content, final test records, best test records or None, {"final", "best"}: val
+    records or None)`` of ``run`` scored with ``config``'s eval settings; ``final`` is the run's own
+    ``final_metrics.json`` (its step and val-chosen step)."""
     scorer = _Scorer(Path(run), config, _device(device_name))
     if scorer.step != final.get("step"):
         raise UserError(f"{run}/checkpoints/latest.pt is at step {scorer.step} but its final_metrics.json belongs to "
                         f"step {final.get('step')}: finish the run's training first")
-    final_records, val_final, final_note = scorer.score()
-    best, best_records, best_note = None, None, None
+    final_records, val_final_records, final_note = scorer.score()
+    val_final = summarize_metrics(val_final_records) if val_final_records is not None else None
+    best, best_records, best_note, val_best_records = None, None, None, None
     if final.get("best_val_step") is not None:
         step = int(final["best_val_step"])
         weights = sealed_test.load_best_weights(Path(run) / "checkpoints" / "best.pt", step)
         scorer.model.load_state_dict(clean_state_dict(weights))
-        best_records, val_best, best_note = scorer.score()
-        best = {"step": step, "val": val_best}
+        best_records, val_best_records, best_note = scorer.score()
+        best = {"step": step, "val": summarize_metrics(val_best_records) if val_best_records is not None else None}
     result = sealed_test.build_result(scorer.step, scorer.val is not None, bool(final.get("test_curves")),
                                       summarize_metrics(final_records), val_final, best,
                                       summarize_metrics(best_records) if best_records is not None else None)
     if final_note is not None:
         result["prior_correction"] = prior_correction.describe(config, scorer.source, final_note, best_note)
-    return result, final_records, best_records
+    return result, final_records, best_records, {"final": val_final_records, "best": val_best_records}

@@ -39,8 +39,9 @@ from Code.outputs import REPO_ROOT, check_replaceable, read_marker  # noqa: F401
 
 TRAINING_TASKS = ("seg", "cls")  # seg_train.py / cls_train.py configs: completed with keys added since (config.py)
 ARTEFACTS = ("config.yaml", "metrics.csv", "pseudo_labels.csv", "final_metrics.json", "test_predictions_final.csv",
-             "test_predictions_best.csv", "tensorboard", "checkpoints")
-END_OF_RUN = ARTEFACTS[3:6]  # the sealed test's outputs: stale once the run is extended
+             "test_predictions_best.csv", "val_predictions_final.csv", "val_predictions_best.csv", "tensorboard",
+             "checkpoints")
+END_OF_RUN = ARTEFACTS[3:8]  # the sealed test's outputs (and val's per-image CSVs): stale once the run is extended
 TRAIN_ENTRY = Entry("train.iters", describe_iters_change, stale=END_OF_RUN,
                     history="its metrics.csv and best.pt start afresh here")
 

@@ -8,7 +8,9 @@ writes the outcome:
   ``test_at_best_val`` (with its ``step``), ``val_at_best``, ``test_curves`` (bool) and ``predictions``
   (``{"final": "test_predictions_final.csv", "best": "test_predictions_best.csv" or null}``);
 - ``test_predictions_final.csv`` / ``test_predictions_best.csv``: one row per test image, sorted by image, columns
-  :data:`PREDICTION_COLUMNS` (``label`` = true class, 0 benign / 1 malignant; floats with 6 decimals).
+  :data:`PREDICTION_COLUMNS` (``label`` = true class, 0 benign / 1 malignant; floats with 6 decimals);
+- ``val_predictions_final.csv`` / ``val_predictions_best.csv``: the same for the val images (a split with ``val/``),
+  from which a report chooses an operating threshold on val (Code/inference/operating_point.py).
 
 A finished run (``final_metrics.json`` of its current step present) is not scored again: :func:`finished_result`.
 """
@@ -27,6 +29,7 @@ from Code.errors import UserError
 
 FINAL_METRICS = "final_metrics.json"
 PREDICTION_FILES = {"final": "test_predictions_final.csv", "best": "test_predictions_best.csv"}
+VAL_PREDICTION_FILES = {"final": "val_predictions_final.csv", "best": "val_predictions_best.csv"}
 PREDICTION_COLUMNS = ("image", "label", "prob_malignant", "pred_class", "dice", "iou")
 
 
@@ -99,12 +102,18 @@ def swapped_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor]) ->
 
 
 def write_outputs(run_dir: Path, result: Dict[str, Any], final_records: Sequence[Dict[str, Any]],
-                  best_records: Optional[Sequence[Dict[str, Any]]]) -> None:
-    """The per-image CSVs, then ``final_metrics.json`` (last: its presence marks the run as finished)."""
+                  best_records: Optional[Sequence[Dict[str, Any]]],
+                  val_final_records: Optional[Sequence[Dict[str, Any]]] = None,
+                  val_best_records: Optional[Sequence[Dict[str, Any]]] = None) -> None:
+    """The per-image CSVs (test, and val where given), then ``final_metrics.json`` (last: its presence marks the
+    run as finished)."""
     run_dir = Path(run_dir)
     write_predictions(run_dir / PREDICTION_FILES["final"], final_records)
     if best_records is not None:
         write_predictions(run_dir / PREDICTION_FILES["best"], best_records)
+    for which, records in (("final", val_final_records), ("best", val_best_records)):
+        if records is not None:
+            write_predictions(run_dir / VAL_PREDICTION_FILES[which], records)
     _atomic_write(run_dir / FINAL_METRICS, lambda handle: handle.write(json.dumps(result, indent=2)))
 
 

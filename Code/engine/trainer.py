@@ -198,14 +198,15 @@ class Trainer:
                 print(f"note: {self.run_dir} is finished at step {self.step}; test is not scored again "
                       f"(results in {sealed_test.FINAL_METRICS})", file=sys.stderr)
             return done
-        final_records, val_final, final_note = self._sealed_records()
-        best_records, best, best_note = None, self.best, None
+        final_records, val_final_records, final_note = self._sealed_records()
+        val_final = summarize_metrics(val_final_records) if val_final_records is not None else None
+        best_records, best, best_note, val_best_records = None, self.best, None, None
         if self.best is not None:
             weights = sealed_test.load_best_weights(self.run_dir / "checkpoints" / "best.pt", self.best["step"])
             with sealed_test.swapped_weights(unwrap(self.model), weights):
-                best_records, val_best, best_note = self._sealed_records()
+                best_records, val_best_records, best_note = self._sealed_records()
             if best_note is not None:
-                best = dict(self.best, val=val_best)
+                best = dict(self.best, val=summarize_metrics(val_best_records))
         summarize = summarize_metrics
         result = sealed_test.build_result(self.step, self.val_loader is not None, self.test_curves,
                                           summarize(final_records), val_final if final_note else self.last_val,
@@ -215,17 +216,19 @@ class Trainer:
                                                                    best_note)
         result["train_seconds"] = round(self._elapsed(), 1)  # training and evaluations, test scoring included
         if self.dist.is_main:
-            sealed_test.write_outputs(self.run_dir, result, final_records, best_records)
+            sealed_test.write_outputs(self.run_dir, result, final_records, best_records,
+                                      val_final_records, val_best_records)
         barrier()
         return result
 
     def _sealed_records(self):
-        """The current weights' test records and, with ``eval.prior_correction: pool``, val metrics and the pool
-        prior's note (Code/engine/prior_correction.py: test and val corrected); else ``(records, None, None)``."""
+        """The current weights' test and val records (val: the per-image CSVs of an operating threshold chosen on
+        val) and, with ``eval.prior_correction: pool``, the pool prior's note (Code/engine/prior_correction.py:
+        test and val corrected; else None)."""
         pool = lambda: prior_correction.pool_posteriors(unwrap(self.model), self.split, self.labels,  # noqa: E731
                                                         self.config, self.device, self.amp_dtype is not None)
         return prior_correction.sealed_scores(self.records, self.eval_loader, self.val_loader, pool, self.config,
-                                              self.labeled_prior)
+                                              self.labeled_prior, val_always=True)
 
     def _stop(self) -> Dict[str, Any]:
         """Save ``latest.pt`` mid-run (no evaluation, so the resumed run's outputs equal an uninterrupted one's)."""

@@ -7,7 +7,9 @@ per-image results on the **same** images in the same order, shapes ``(S, n)``, w
 
     Δ(I) = 1/S · Σ_s [ m(method_s, I) − m(baseline_s, I) ],
 
-with m = Dice (mean per-image lesion Dice), accuracy, balanced accuracy ((sensitivity + specificity) / 2) or AUC
+with m = Dice (mean per-image lesion Dice), accuracy, balanced accuracy ((sensitivity + specificity) / 2),
+sensitivity or specificity (the share of malignant or benign images called right; used for the predictions at an
+operating threshold chosen on val, Code/reporting/operating_point.py) or AUC
 (Mann–Whitney: (R₁ − n₁(n₁+1)/2) / (n₁ n₀), R₁ the rank sum of the malignant images' ``prob_malignant`` with
 mid-ranks for ties, equal to the ROC AUC). One resample draws image indices **once** and uses them for every
 seed and for both rows (the pairing). ``scipy.stats.bootstrap`` does the resampling (vectorised: one call
@@ -123,6 +125,10 @@ def _differences(data: PairedSet, metric: str, idx: np.ndarray) -> np.ndarray:
         return right_m.mean(axis=-1) - right_b.mean(axis=-1)
     if metric == "balanced_accuracy":
         return _balanced_accuracy(right_m, label) - _balanced_accuracy(right_b, label)
+    if metric in ("sensitivity", "specificity"):  # the share right among the malignant (benign) images
+        cls = (label == (1 if metric == "sensitivity" else 0))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return ((right_m * cls).sum(axis=-1) - (right_b * cls).sum(axis=-1)) / cls.sum(axis=-1)
     raise ValueError(f"unknown metric {metric!r}; expected one of {CI_METRICS}")
 
 
