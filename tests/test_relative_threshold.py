@@ -1,6 +1,5 @@
 """``ssl.class_ratio: relative``: the class-adaptive threshold's r measured against the labeled class shares
 (Code/methods/thresholds/dual_threshold.py, labeled_share.py), by hand, and inside Hermes' step on a stub network."""
-import math
 
 import pytest
 import torch
