@@ -13,6 +13,9 @@ out=results/busi_compare
 rm -rf "$out/runs"
 for done in $(find "$RUNS" -name final_metrics.json 2>/dev/null | sort); do  # finished runs only
   run=$(dirname "$done")
+  if [ ! -f "$run/val_predictions_final.csv" ] && [ -f "$run/checkpoints/latest.pt" ]; then  # the frozen grid's
+    OMP_NUM_THREADS=1 $PY -m Code.engine.val_predictions "$run" > /dev/null  # trainer wrote no val CSVs (val only)
+  fi
   copy_run_files "$run" "$out/runs/${run#$RUNS/}"
 done
 
