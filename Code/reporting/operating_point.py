@@ -45,7 +45,8 @@ def _mean_std(values: List[float]) -> str:
     return f"{np.mean(vals):.2f}" + (f" ± {np.std(vals, ddof=1):.2f}" if len(vals) > 1 else " (n = 1)")
 
 
-def _paired_cells(pairs: List[Tuple[Dict[str, Any], Dict[str, Any]]], points: Dict[Path, Dict[str, float]],
+def _paired_cells(pairs: List[Tuple[Dict[str, Any], Dict[str, Any]]],
+                  points: Dict[Path, Optional[Dict[str, float]]],
                   n_resamples: int, seed: int) -> List[str]:
     """Δ sensitivity and Δ specificity [95 % CI] of the pairs (each run thresholded at its own val-chosen t)."""
     data = paired_set([(Path(r["run"]) / TEST_CSV, Path(ref["run"]) / TEST_CSV) for r, ref in pairs])
@@ -91,7 +92,6 @@ def section(results: List[Dict[str, Any]], baseline: Optional[str], target: floa
                   "|---|---|---|---|---|---|"]
         for key in sorted(groups, key=lambda k: (method_key(k[0]), k[1], k[2], str(k[3]))):
             pairs = sorted(groups[key], key=lambda p: str(p[0]["seed"]))
-            cells = _paired_cells(pairs, {Path(r["run"]): points[Path(r["run"])] for p in pairs for r in p},
-                                  n_resamples, seed)
+            cells = _paired_cells(pairs, points, n_resamples, seed)
             lines.append(f"| {key[0]} | {key[1]} | {key[2]} | {key[3]} | {cells[0]} | {cells[1]} |")
     return "\n".join(lines)

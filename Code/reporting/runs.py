@@ -107,30 +107,35 @@ def _test_points(run: Path, rows: List[Dict[str, float]], task: str) -> Optional
             "final_step": int(rows[-1]["step"]), "final_metrics": _test_of(rows[-1])}
 
 
-def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
-    """One run's identity (method, dataset, label budget, seed, task) and its test metrics at the val-chosen and
-    the final step (see the module docstring); None when it has no test metrics yet."""
+def run_identity(run: Path, beside: str = "metrics.csv") -> Dict[str, Any]:
+    """What names a run's row and pairs it: ``run``, ``method`` (:func:`method_label`), ``task``, ``dataset``,
+    ``labels``, ``seed``, the completed ``config`` and the ``saved_config`` as written; a UserError without its
+    ``config.yaml`` (``beside``: the file that made it look like a run, for the message)."""
     cfg_path = run / "config.yaml"
     if not cfg_path.is_file():
-        raise UserError(f"{run}: no config.yaml next to metrics.csv")
+        raise UserError(f"{run}: no config.yaml next to {beside}")
     saved = yaml.safe_load(cfg_path.read_text()) or {}
     config = complete_saved_config(saved)
-    rows = read_metrics_csv(run / "metrics.csv")
-    task = config.get("task", "seg")
-    points = _test_points(run, rows, task)
+    split, labels = config.get("data", {}).get("split"), config.get("data", {}).get("labels")
+    return {"run": run, "method": method_label(config), "task": config.get("task", "seg"),
+            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
+            "seed": config.get("seed"), "config": config, "saved_config": saved}
+
+
+def read_run(run: Path, select_override: Optional[str]) -> Optional[Dict[str, Any]]:
+    """One run's identity (:func:`run_identity`) and its test metrics at the val-chosen and the final step (see
+    the module docstring); None when it has no test metrics yet."""
+    identity = run_identity(run)
+    config, task = identity["config"], identity["task"]
+    points = _test_points(run, read_metrics_csv(run / "metrics.csv"), task)
     if points is None:
         return None
     select = select_override or config.get("eval", {}).get("select", "best")
-    split = config.get("data", {}).get("split")
-    labels = config.get("data", {}).get("labels")
     if select == "final":
         how, at = "final", "final"
     else:
         how, at = ("best (val)", "best") if points["best_metrics"] is not None else ("final (no val)", "final")
-    return {"run": run, "method": method_label(config), "task": task, "select": how,
-            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
-            "seed": config.get("seed"), "step": points[f"{at}_step"], "metrics": points[f"{at}_metrics"], **points,
-            "config": config, "saved_config": saved}
+    return {**identity, "select": how, "step": points[f"{at}_step"], "metrics": points[f"{at}_metrics"], **points}
 
 
 def method_label(config: Dict[str, Any]) -> str:

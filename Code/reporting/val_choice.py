@@ -23,13 +23,11 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import yaml
 
-from Code.engine.config import complete_saved_config
 from Code.errors import UserError
 from Code.inference.metrics import METRIC_KEYS
 from Code.reporting.provenance import annotate
-from Code.reporting.runs import find_runs, method_key, method_label, refuse_repeated_seeds, split_config_variants
+from Code.reporting.runs import find_runs, method_key, refuse_repeated_seeds, run_identity, split_config_variants
 
 PRIMARY = {"seg": ("dice", "auc"), "cls": ("balanced_accuracy", "auc")}
 Row = Tuple[str, str, str, Any]  # (task, method row, data set, labels)
@@ -48,15 +46,7 @@ def read_val_run(run: Path) -> Optional[Dict[str, Any]]:
     val = saved_metrics.get("val_at_best") if isinstance(saved_metrics, dict) else None
     if not isinstance(val, dict):
         raise UserError(f"{record}: no val_at_best (a run without val/ cannot be compared on val)")
-    cfg_path = run / "config.yaml"
-    if not cfg_path.is_file():
-        raise UserError(f"{run}: no config.yaml next to final_metrics.json")
-    saved = yaml.safe_load(cfg_path.read_text()) or {}
-    config = complete_saved_config(saved)
-    split, labels = config.get("data", {}).get("split"), config.get("data", {}).get("labels")
-    return {"run": run, "method": method_label(config), "task": config.get("task", "seg"), "seed": config.get("seed"),
-            "dataset": Path(split).name if split else "phantom", "labels": "default" if labels is None else labels,
-            "step": saved_metrics.get("best_val_step"), "config": config, "saved_config": saved,
+    return {**run_identity(run, "final_metrics.json"), "step": saved_metrics.get("best_val_step"),
             "val": {k: float(val.get(k, math.nan)) for k in METRIC_KEYS}}
 
 

@@ -25,7 +25,8 @@ COLUMNS = {"seg_keep": "pixels kept", "seg_kept_precision": "kept lesion pixels 
            "seg_kept_dice": "Dice of kept pseudo-mask", "cls_keep": "images kept",
            "cls_kept_accuracy_0": "kept 'benign' right", "cls_kept_accuracy_1": "kept 'malignant' right",
            "cls_pred_share_1": "teacher's malignant share", "cls_true_share_1": "pool's malignant share"}
-HERMES = {"ssl/seg_threshold_1": "lesion-pixel threshold τ_1", "ssl/seg_keep_ratio_1": "lesion pixels kept",
+HERMES = {"ssl/seg_class_ratio_1": "lesion share r_1 of the pixel pseudo-labels",
+          "ssl/seg_threshold_1": "lesion-pixel threshold τ_1", "ssl/seg_keep_ratio_1": "lesion pixels kept",
           "ssl/seg_certain_ratio": "pixels passing entropy", "ssl/seg_confident_ratio": "pixels passing confidence",
           "ssl/cls_threshold_1": "malignant threshold τ_1", "ssl/cls_keep_ratio_1": "'malignant' images kept",
           "ssl/cls_certain_ratio": "images passing entropy", "ssl/cls_confident_ratio": "images passing confidence"}
